@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod error;
 pub mod fourier;
 pub mod io;
+pub mod progress;
 
 pub use error::{Error, Result};
 

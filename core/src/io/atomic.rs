@@ -122,7 +122,11 @@ mod tests {
             // dropped without commit
         }
         assert!(!p.exists());
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "temp file left behind");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
         write_bytes(&p, b"whole").unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"whole");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);

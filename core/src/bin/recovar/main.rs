@@ -1,1 +1,70 @@
-fn main() {}
+//! `recovar`: the command line of RECOVAR, rebuilt in Rust.
+//!
+//! Each subcommand lives in its own module: arguments, then one call into `recovar_core`,
+//! then files. Subcommand names follow the Python tool (`parse_pose_star`, ...); the dashed
+//! spellings (`parse-pose-star`) are accepted too.
+
+mod common;
+mod downsample;
+mod info;
+mod parse_ctf_csparc;
+mod parse_ctf_star;
+mod parse_pose_csparc;
+mod parse_pose_star;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "recovar",
+    version,
+    about = "RECOVAR: regularized covariance estimation and kernel-regression volumes for cryo-EM heterogeneity",
+    propagate_version = true
+)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse image poses from a RELION .star file into a cryoDRGN poses.pkl
+    #[command(name = "parse_pose_star", alias = "parse-pose-star")]
+    ParsePoseStar(parse_pose_star::Args),
+    /// Parse image poses from a cryoSPARC .cs file into a cryoDRGN poses.pkl
+    #[command(name = "parse_pose_csparc", alias = "parse-pose-csparc")]
+    ParsePoseCsparc(parse_pose_csparc::Args),
+    /// Parse CTF parameters from a RELION .star file into a cryoDRGN ctf.pkl
+    #[command(name = "parse_ctf_star", alias = "parse-ctf-star")]
+    ParseCtfStar(parse_ctf_star::Args),
+    /// Parse CTF parameters from a cryoSPARC .cs file into a cryoDRGN ctf.pkl
+    #[command(name = "parse_ctf_csparc", alias = "parse-ctf-csparc")]
+    ParseCtfCsparc(parse_ctf_csparc::Args),
+    /// Downsample an image stack or volume by Fourier cropping
+    Downsample(downsample::Args),
+    /// Describe a dataset (particles + poses + CTF) and check that its parts agree
+    Info(info::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    common::init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::ParsePoseStar(a) => parse_pose_star::run(a),
+        Command::ParsePoseCsparc(a) => parse_pose_csparc::run(a),
+        Command::ParseCtfStar(a) => parse_ctf_star::run(a),
+        Command::ParseCtfCsparc(a) => parse_ctf_csparc::run(a),
+        Command::Downsample(a) => downsample::run(a),
+        Command::Info(a) => info::run(a),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Small pieces shared by the subcommands.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Log to stderr; `-v` raises the level, `RUST_LOG` overrides.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .try_init();
+}
+
+/// Check an output path ends with one of `exts` and that its folder exists (creating it
+/// as cryoDRGN does).
+pub fn prepare_output(path: &Path, exts: &[&str]) -> Result<PathBuf> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !exts.iter().any(|e| *e == ext) {
+        bail!(
+            "{}: output must end with {}",
+            path.display(),
+            exts.iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create output folder {}", parent.display()))?;
+    }
+    if path.exists() {
+        tracing::warn!("{} exists and will be overwritten", path.display());
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Check an input path has one of `exts`.
+pub fn require_ext(path: &Path, exts: &[&str], what: &str) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if !exts.iter().any(|e| *e == ext) {
+        bail!(
+            "{}: {what} must be a {} file",
+            path.display(),
+            exts.iter()
+                .map(|e| format!(".{e}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        );
+    }
+    Ok(())
+}
+
+/// Print the first CTF row the way cryoDRGN's `print_ctf_params` does.
+pub fn log_ctf_row(row: &[f64; 9]) {
+    use recovar_core::dataset::CTF_COLUMNS;
+    tracing::info!("CTF parameters for first particle:");
+    for (name, v) in CTF_COLUMNS.iter().zip(row) {
+        tracing::info!("  {name:<20} {v}");
+    }
+}
+
+/// An indicatif progress bar behind the library's progress callback.
+pub struct ProgressBar {
+    bar: indicatif::ProgressBar,
+}
+
+impl ProgressBar {
+    /// A bar labelled `label`; hidden when stderr is not a terminal.
+    pub fn new(label: &str) -> Self {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix:>12} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        ProgressBar { bar }
+    }
+
+    /// Clear the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl recovar_core::progress::Progress for ProgressBar {
+    fn update(&self, _stage: &str, done: u64, total: u64) -> bool {
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+        true
+    }
+}

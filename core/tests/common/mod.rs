@@ -1,0 +1,70 @@
+//! Shared helpers for the integration tests: where the test data live, and how to run the
+//! `recovar` binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `../shared/data` next to the repository root.
+pub fn data() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    assert!(
+        p.is_dir(),
+        "test data missing: {} (the repository expects ../shared next to its root)",
+        p.display()
+    );
+    p
+}
+
+pub fn fixtures() -> PathBuf {
+    data().join("cryodrgn_fixtures")
+}
+
+pub fn oracles() -> PathBuf {
+    data().join("cryodrgn_oracles")
+}
+
+/// Run `recovar` with `args` in `cwd`.
+pub fn recovar(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recovar"))
+        .current_dir(cwd)
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run recovar")
+}
+
+/// Run `recovar` and require success; returns stdout.
+pub fn recovar_ok(cwd: &Path, args: &[&str]) -> String {
+    let out = recovar(cwd, args);
+    assert!(
+        out.status.success(),
+        "recovar {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Run `recovar`, require failure, and return stderr.
+pub fn recovar_err(cwd: &Path, args: &[&str]) -> String {
+    let out = recovar(cwd, args);
+    assert!(
+        !out.status.success(),
+        "recovar {args:?} should have failed; stdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Assert two arrays agree to `tol` relative to max(1, |want|).
+pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let scale = w.abs().max(1.0);
+        assert!(
+            (g - w).abs() <= tol * scale,
+            "{what}[{i}]: got {g}, want {w} (tolerance {tol} × {scale})"
+        );
+    }
+}
