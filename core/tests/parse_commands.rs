@@ -489,3 +489,65 @@ fn downsample_rejects_bad_sizes() {
     assert!(err.contains("larger"), "{err}");
     assert!(!out.exists());
 }
+
+/// The interpreter for the optional Python cross-checks, if it has numpy.
+fn python_with_numpy() -> Option<String> {
+    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    ok.then_some(py)
+}
+
+#[test]
+fn python_loads_our_pose_and_ctf_pickles() {
+    let Some(py) = python_with_numpy() else {
+        eprintln!("skipped: no python3 with numpy");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let poses = dir.path().join("poses.pkl");
+    let ctf = dir.path().join("ctf.pkl");
+    recovar_ok(
+        &fixtures(),
+        &[
+            "parse_pose_csparc",
+            "cryosparc_P12_J24_001_particles.cs",
+            "-o",
+            poses.to_str().unwrap(),
+        ],
+    );
+    recovar_ok(
+        &fixtures(),
+        &[
+            "parse_ctf_star",
+            "relion31.star",
+            "-o",
+            ctf.to_str().unwrap(),
+        ],
+    );
+    let script = format!(
+        "import pickle, numpy as np\n\
+         r, t = pickle.load(open({p:?}, 'rb'))\n\
+         c = pickle.load(open({c:?}, 'rb'))\n\
+         assert isinstance(r, np.ndarray) and isinstance(c, np.ndarray)\n\
+         print(r.dtype, r.shape, t.dtype, t.shape, c.dtype, c.shape, '%.3f' % c[0, 1])\n",
+        p = poses.to_str().unwrap(),
+        c = ctf.to_str().unwrap()
+    );
+    let out = std::process::Command::new(&py)
+        .args(["-W", "error", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "float32 (2019, 3, 3) float32 (2019, 2) float32 (5, 9) 2.806"
+    );
+}

@@ -52,39 +52,72 @@ fn build_static_lib() -> PathBuf {
     lib
 }
 
-#[test]
-fn c_program_opens_datasets_and_reports_errors() {
+/// Compile `source` with `compiler` and the strictest warnings, linked to librecovar.a.
+fn compile(compiler: &str, std: &str, source: &Path, out: &Path) {
     let lib = build_static_lib();
-    let dir = tempfile::tempdir().unwrap();
-    let exe = dir.path().join("dataset_open");
-    let out = Command::new("cc")
-        .args([
-            "-std=c11",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-O1",
-        ])
+    let res = Command::new(compiler)
+        .args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-O1"])
         .arg("-I")
         .arg(root().join("include"))
-        .arg(root().join("tests/c/dataset_open.c"))
+        .arg("-I")
+        .arg(root().join("bindings/cpp"))
+        .arg(source)
         .arg(&lib)
         .args(["-lpthread", "-ldl", "-lm"])
         .arg("-o")
-        .arg(&exe)
+        .arg(out)
         .output()
-        .expect("cannot run cc (a C compiler is needed for the ABI tests)");
+        .unwrap_or_else(|e| panic!("cannot run {compiler} (needed for the ABI tests): {e}"));
     assert!(
-        out.status.success(),
-        "compiling tests/c/dataset_open.c failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        res.status.success(),
+        "compiling {} failed:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&res.stderr)
     );
-    let run = Command::new(&exe).arg(fixtures()).output().unwrap();
-    assert!(
-        run.status.success(),
-        "tests/c/dataset_open.c failed:\n{}{}",
-        String::from_utf8_lossy(&run.stdout),
-        String::from_utf8_lossy(&run.stderr)
+}
+
+fn run(exe: &Path, args: &[&Path]) -> (bool, String) {
+    let o = Command::new(exe).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
     );
+    (o.status.success(), text)
+}
+
+#[test]
+fn c_program_opens_datasets_and_reports_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("dataset_open");
+    compile(
+        "cc",
+        "-std=c11",
+        &root().join("tests/c/dataset_open.c"),
+        &exe,
+    );
+    let (ok, text) = run(&exe, &[&fixtures()]);
+    assert!(ok, "tests/c/dataset_open.c failed:\n{text}");
+}
+
+#[test]
+fn c_and_cpp_examples_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let star = fixtures().join("relion31.star");
+    let missing = fixtures().join("missing.star");
+    for (compiler, std, src) in [
+        ("cc", "-std=c11", "examples/c/dataset_info.c"),
+        ("c++", "-std=c++17", "examples/cpp/dataset_info.cpp"),
+    ] {
+        let exe = dir.path().join(format!("ex_{compiler}"));
+        compile(compiler, std, &root().join(src), &exe);
+        let (ok, text) = run(&exe, &[&star]);
+        assert!(ok, "{src}: {text}");
+        assert!(
+            text.contains("5 images of 256 x 256 px at 2.806"),
+            "{src}: {text}"
+        );
+        let (ok, text) = run(&exe, &[&missing]);
+        assert!(!ok && text.contains("missing.star"), "{src}: {text}");
+    }
 }

@@ -193,7 +193,7 @@ impl Dataset {
                         &opts.particles,
                         "poses",
                         "parse_pose_star",
-                        "--poses poses.pkl",
+                        "--poses",
                     )?;
                 }
                 let t = PoseTable::from_star(
@@ -249,13 +249,7 @@ impl Dataset {
         let ctf_table = match (&opts.ctf, &meta) {
             (Some(p), _) => Some((CtfTable::read_pickle(p)?, p.clone())),
             (None, ParticleMetadata::Star(star)) if star_has_ctf(star) => {
-                require_star_pixel_size(
-                    star,
-                    &opts.particles,
-                    "CTF",
-                    "parse_ctf_star",
-                    "--ctf ctf.pkl",
-                )?;
+                require_star_pixel_size(star, &opts.particles, "CTF", "parse_ctf_star", "--ctf")?;
                 let t = CtfTable::from_star(
                     star,
                     &opts.particles,
@@ -690,8 +684,9 @@ fn require_star_pixel_size(
             path,
             format!(
                 "has no _rlnImagePixelSize, so the pixel size of its {what} is unknown: make a \
-                 file with `recovar {command} {} -D <box> --Apix <Å/px> -o <out.pkl>` and pass {flag}",
-                path.display()
+                 file with `recovar {command} {} -D <box> --Apix <Å/px> -o {out}` and pass {flag} {out}",
+                path.display(),
+                out = if what == "CTF" { "ctf.pkl" } else { "poses.pkl" },
             ),
         ));
     }
