@@ -96,4 +96,33 @@ mod tests {
             assert!((v - 8.0).abs() < 1e-5, "{v}");
         }
     }
+
+    #[test]
+    fn band_limited_image_is_resampled_on_the_coarse_grid() {
+        // f(x, y) = cos(2π(3x + 5y)/D) + 0.5 sin(2π(−2x + 7y)/D), origin at index D/2, lies
+        // inside the kept band, so cropping must give the same function on the coarse
+        // grid (origin at d/2), scaled by (D/d)².
+        let (big, small) = (64usize, 32usize);
+        let f = |x: f64, y: f64, n: f64| {
+            let t = 2.0 * std::f64::consts::PI / n;
+            (t * (3.0 * x + 5.0 * y)).cos() + 0.5 * (t * (-2.0 * x + 7.0 * y)).sin()
+        };
+        let mut img = vec![0.0f32; big * big];
+        for r in 0..big {
+            for c in 0..big {
+                let (x, y) = (c as f64 - 32.0, r as f64 - 32.0);
+                img[r * big + c] = f(x, y, big as f64) as f32;
+            }
+        }
+        let out = hartley_crop(&img, 2, big, small);
+        let scale = (big as f64 / small as f64).powi(2);
+        for r in 0..small {
+            for c in 0..small {
+                let (x, y) = (c as f64 - 16.0, r as f64 - 16.0);
+                let want = scale * f(x, y, small as f64);
+                let got = out[r * small + c] as f64;
+                assert!((got - want).abs() < 1e-4, "({r},{c}): {got} vs {want}");
+            }
+        }
+    }
 }
