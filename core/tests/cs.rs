@@ -2,6 +2,8 @@
 //! hand-built `.npy` files (header versions, byte orders, padding, Fortran order), bad
 //! input, and (when a Python with numpy is available) files written by numpy.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -590,18 +592,7 @@ fn adversarial_shapes_do_not_allocate() {
 // ---------------------------------------------------------------------------------------
 
 fn python() -> Option<String> {
-    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&py)
-        .args(["-c", "import starfile, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Some(py)
-    } else {
-        println!("skipped: no python3 with starfile");
-        None
-    }
+    common::python_with(&["starfile", "numpy"])
 }
 
 const WRITE_PY: &str = r#"

@@ -3,6 +3,8 @@
 //! order / axis mapping built here byte by byte, malformed input, and interoperability with
 //! Python `mrcfile` when such a Python is available.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -1054,18 +1056,7 @@ fn mrc_fuzz_regressions() {
 // 4. Python `mrcfile` interoperability (skipped when no such Python is available)
 
 fn python() -> Option<String> {
-    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&py)
-        .args(["-c", "import mrcfile, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Some(py)
-    } else {
-        println!("skipped: no python3 with mrcfile (interpreter {py:?}; set RECOVAR_TEST_PYTHON)");
-        None
-    }
+    common::python_with(&["mrcfile", "numpy"])
 }
 
 fn run_python(py: &str, script: &str, args: &[&Path]) -> String {

@@ -8,19 +8,23 @@ use common::*;
 use recovar_core::io::mrc;
 use recovar_core::io::pickle::{self, Dtype, PyValue};
 
-/// Run a parse command in the fixtures folder writing `out`, then compare the written
-/// pickle with the oracle pickle of the same name: same structure, same dtypes, values
-/// within 1e-5 (relative to max(1, |value|)).
-fn check_against_oracle(args: &[&str], oracle_name: &str) {
+/// Run a parse command in the fixtures folder, then compare the pickle it wrote with
+/// `expected`: same structure, same dtypes, values within 1e-5 (relative to
+/// max(1, |value|)).
+fn check_against(args: &[&str], expected: &std::path::Path) {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join(oracle_name);
+    let out = dir.path().join("out.pkl");
     let mut full: Vec<&str> = args.to_vec();
-    let out_s = out.to_str().unwrap().to_string();
-    full.extend(["-o", &out_s]);
+    full.extend(["-o", out.to_str().unwrap()]);
     recovar_ok(&fixtures(), &full);
     let got = pickle::load(&out).unwrap();
-    let want = pickle::load(oracles().join(oracle_name)).unwrap();
-    compare_values(&got, &want, oracle_name);
+    let want = pickle::load(expected).unwrap();
+    compare_values(&got, &want, &expected.display().to_string());
+}
+
+/// [`check_against`] the cryoDRGN 4.3.1 oracle of that name.
+fn check_against_oracle(args: &[&str], oracle_name: &str) {
+    check_against(args, &oracles().join(oracle_name));
 }
 
 fn compare_values(got: &PyValue, want: &PyValue, what: &str) {
@@ -70,23 +74,14 @@ fn parse_pose_star_matches_cryodrgn() {
 #[test]
 fn parse_pose_star_also_matches_cryodrgns_own_test_oracle() {
     // pose.star.pkl is the file cryoDRGN's test suite checks against.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("p.pkl");
-    recovar_ok(
-        &fixtures(),
+    check_against(
         &[
             "parse_pose_star",
             "FinalRefinement-OriginalParticles-PfCRT.star",
             "-D",
             "300",
-            "-o",
-            out.to_str().unwrap(),
         ],
-    );
-    compare_values(
-        &pickle::load(&out).unwrap(),
-        &pickle::load(fixtures().join("pose.star.pkl")).unwrap(),
-        "pose.star.pkl",
+        &fixtures().join("pose.star.pkl"),
     );
 }
 
@@ -102,21 +97,9 @@ fn parse_pose_csparc_matches_cryodrgn() {
         "cryosparc_P12_J24_001_particles.poses.pkl",
     );
     // cryoDRGN's own test oracle for the same file.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("p.pkl");
-    recovar_ok(
-        &fixtures(),
-        &[
-            "parse_pose_csparc",
-            "cryosparc_P12_J24_001_particles.cs",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
-    compare_values(
-        &pickle::load(&out).unwrap(),
-        &pickle::load(fixtures().join("pose.cs.pkl")).unwrap(),
-        "pose.cs.pkl",
+    check_against(
+        &["parse_pose_csparc", "cryosparc_P12_J24_001_particles.cs"],
+        &fixtures().join("pose.cs.pkl"),
     );
 }
 
@@ -222,17 +205,9 @@ fn parse_ctf_star_reproduces_cryodrgns_test_oracles() {
             "test_ctf.pkl",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("c.pkl");
         let mut full = vec!["parse_ctf_star"];
         full.extend(args);
-        full.extend(["-o", out.to_str().unwrap()]);
-        recovar_ok(&fixtures(), &full);
-        compare_values(
-            &pickle::load(&out).unwrap(),
-            &pickle::load(fixtures().join(fixture)).unwrap(),
-            fixture,
-        );
+        check_against(&full, &fixtures().join(fixture));
     }
 }
 
@@ -273,21 +248,9 @@ fn parse_ctf_csparc_matches_cryodrgn() {
         check_against_oracle(&["parse_ctf_csparc", input], oracle);
     }
     // cryoDRGN's own test oracle.
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("c.pkl");
-    recovar_ok(
-        &fixtures(),
-        &[
-            "parse_ctf_csparc",
-            "cryosparc_P12_J24_001_particles.cs",
-            "-o",
-            out.to_str().unwrap(),
-        ],
-    );
-    compare_values(
-        &pickle::load(&out).unwrap(),
-        &pickle::load(fixtures().join("ctf2.pkl")).unwrap(),
-        "ctf2.pkl",
+    check_against(
+        &["parse_ctf_csparc", "cryosparc_P12_J24_001_particles.cs"],
+        &fixtures().join("ctf2.pkl"),
     );
 }
 
@@ -490,21 +453,9 @@ fn downsample_rejects_bad_sizes() {
     assert!(!out.exists());
 }
 
-/// The interpreter for the optional Python cross-checks, if it has numpy.
-fn python_with_numpy() -> Option<String> {
-    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&py)
-        .args(["-c", "import numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    ok.then_some(py)
-}
-
 #[test]
 fn python_loads_our_pose_and_ctf_pickles() {
-    let Some(py) = python_with_numpy() else {
-        eprintln!("skipped: no python3 with numpy");
+    let Some(py) = python_with(&["numpy"]) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

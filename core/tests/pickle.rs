@@ -2,6 +2,8 @@
 //! byte-exact writer output, round trips, interoperability with a real Python + numpy
 //! (when one is available), and malformed input.
 
+mod common;
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -721,18 +723,7 @@ def canon(v):
 /// The Python to test against: `$RECOVAR_TEST_PYTHON`, else `python3`; `None` (after saying
 /// so) if it cannot import numpy.
 fn python_with_numpy() -> Option<String> {
-    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = Command::new(&py)
-        .args(["-c", "import numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Some(py)
-    } else {
-        println!("skipped: no python3 with numpy ({py})");
-        None
-    }
+    common::python_with(&["numpy"])
 }
 
 fn run_python(py: &str, script: &str, args: &[&Path]) -> String {

@@ -5,6 +5,8 @@
 //! Data live in the repository's sibling folder `shared/data` (see
 //! `shared/data/cryodrgn_fixtures/README.md` and `cryodrgn_oracles/README.md`).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -541,18 +543,7 @@ fn writer_quotes_and_validates() {
 // ---------------------------------------------------------------------------------------
 
 fn python() -> Option<String> {
-    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let ok = Command::new(&py)
-        .args(["-c", "import starfile, numpy"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if ok {
-        Some(py)
-    } else {
-        println!("skipped: no python3 with starfile");
-        None
-    }
+    common::python_with(&["starfile", "numpy"])
 }
 
 /// Dump what `starfile.read` returns: per block a header line, the columns, and one

@@ -68,3 +68,24 @@ pub fn assert_close(got: &[f64], want: &[f64], tol: f64, what: &str) {
         );
     }
 }
+
+/// The interpreter for the optional Python cross-checks: `$RECOVAR_TEST_PYTHON`, else
+/// `python3`, if it can import every module in `modules`; otherwise `None`, after printing
+/// a visible "skipped" line.
+pub fn python_with(modules: &[&str]) -> Option<String> {
+    let py = std::env::var("RECOVAR_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&py)
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(py)
+    } else {
+        println!(
+            "skipped: no python3 with {} (interpreter {py:?}; set RECOVAR_TEST_PYTHON)",
+            modules.join(" and ")
+        );
+        None
+    }
+}

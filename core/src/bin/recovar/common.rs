@@ -23,20 +23,7 @@ pub fn init_logging(verbose: u8) {
 /// Check an output path ends with one of `exts` and that its folder exists (creating it
 /// as cryoDRGN does).
 pub fn prepare_output(path: &Path, exts: &[&str]) -> Result<PathBuf> {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if !exts.iter().any(|e| *e == ext) {
-        bail!(
-            "{}: output must end with {}",
-            path.display(),
-            exts.iter()
-                .map(|e| format!(".{e}"))
-                .collect::<Vec<_>>()
-                .join(" or ")
-        );
-    }
+    require_ext(path, exts, "output")?;
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .with_context(|| format!("cannot create output folder {}", parent.display()))?;
@@ -47,7 +34,7 @@ pub fn prepare_output(path: &Path, exts: &[&str]) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Check an input path has one of `exts`.
+/// Fail unless `path` ends with one of `exts`; `what` names the file in the message.
 pub fn require_ext(path: &Path, exts: &[&str], what: &str) -> Result<()> {
     let ext = path
         .extension()
