@@ -4,14 +4,20 @@
 //!
 //! Data flows one way through the rooms of this crate:
 //! [`io`] (file formats) -> [`dataset`] (particles + poses + CTF + indices + halfsets)
-//! -> [`fourier`] (centered transforms, cropping). Higher rooms never are imported by
-//! lower ones.
+//! -> [`forward`] (the image-formation model) and [`backend`] (its batched heavy
+//! operations, CPU now, CUDA later) -> [`simulate`] (synthetic data with ground truth).
+//! [`fourier`] (centered transforms, shells, FSC, masks) and [`rng`] are used by all.
+//! A lower room never imports a higher one.
 
+pub mod backend;
 pub mod dataset;
 pub mod error;
+pub mod forward;
 pub mod fourier;
 pub mod io;
 pub mod progress;
+pub mod rng;
+pub mod simulate;
 
 pub use error::{Error, Result};
 
