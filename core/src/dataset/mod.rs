@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 pub use ctf::{CsCtfOptions, CtfTable, StarCtfOptions, CTF_COLUMNS};
 pub use halfsets::{random_split, Mt19937};
 pub use poses::{
-    rotation_from_cryosparc, rotation_from_relion, CsPoseOptions, PoseDtype, PoseTable,
+    relion_from_rotation, rotation_from_cryosparc, rotation_from_relion, CsPoseOptions, PoseDtype, PoseTable,
     StarPoseOptions,
 };
 pub use source::{ImageSource, ParticleFormat, ParticleMetadata, PathResolver};

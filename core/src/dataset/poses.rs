@@ -67,6 +67,31 @@ pub fn rotation_from_relion(rot_deg: f64, tilt_deg: f64, psi_deg: f64) -> [f64; 
     r
 }
 
+/// RELION Euler angles (rot, tilt, psi) in degrees for a cryoDRGN rotation matrix: the
+/// inverse of [`rotation_from_relion`] (tilt in [0, 180]; when tilt is 0 or 180, psi is 0).
+///
+/// Undoing the sign flips gives `G = Rz(rot)·Ry(−tilt)·Rz(psi)` (transposed); its third
+/// column is `(−sin t·cos r, −sin t·sin r, cos t)` and its third row
+/// `(sin t·cos p, −sin t·sin p, cos t)`.
+pub fn relion_from_rotation(r: &[f64; 9]) -> (f64, f64, f64) {
+    // M = R with the four signs flipped back; G = Mᵀ.
+    let mut m = *r;
+    for k in [2, 6, 5, 7] {
+        m[k] = -m[k];
+    }
+    let g = |i: usize, j: usize| m[3 * j + i];
+    let tilt = g(2, 2).clamp(-1.0, 1.0).acos();
+    let (rot, psi) = if tilt.sin().abs() > 1e-9 {
+        ((-g(1, 2)).atan2(-g(0, 2)), (-g(2, 1)).atan2(g(2, 0)))
+    } else {
+        // Gimbal lock: only rot ± psi is defined; put it all in rot. With psi = 0,
+        // G = Rz(rot)·Ry(−tilt) has G00 = cos rot·cos tilt and G10 = sin rot·cos tilt.
+        let sign = tilt.cos().signum();
+        ((g(1, 0) * sign).atan2(g(0, 0) * sign), 0.0)
+    };
+    (rot.to_degrees(), tilt.to_degrees(), psi.to_degrees())
+}
+
 /// Rotation matrix from a cryoSPARC axis-angle vector (Rodrigues, then transposed).
 /// A zero vector gives the identity (cryoDRGN would produce NaN there).
 pub fn rotation_from_cryosparc(v: [f64; 3]) -> [f64; 9] {
@@ -464,6 +489,23 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn relion_angles_round_trip() {
+        let mut rng = crate::rng::Rng::new(11);
+        for k in 0..2000 {
+            let r = if k < 4 {
+                // the gimbal-lock cases
+                rotation_from_relion(37.0, [0.0, 180.0, 0.0, 180.0][k], [0.0, 0.0, 20.0, -45.0][k])
+            } else {
+                rng.rotation()
+            };
+            let (a, b, c) = relion_from_rotation(&r);
+            assert!((0.0..=180.0).contains(&b));
+            let back = rotation_from_relion(a, b, c);
+            assert!(close(&back, &r, 1e-9), "{k}: {r:?} -> ({a}, {b}, {c}) -> {back:?}");
         }
     }
 
