@@ -2,19 +2,26 @@
 //! [`crate::forward::slice`](mod@crate::forward::slice), run in rayon's global pool or in a
 //! pool of the backend's own.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use num_complex::Complex;
 
 use super::Backend;
+use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
+use crate::forward::ctf::CtfEvaluator;
+use crate::forward::shift::shift_phase_batch;
 use crate::forward::slice::{check_args, check_rotations, gather, scatter};
 use crate::forward::{Interp, SliceGeometry};
+use crate::fourier::{fft2_forward_batch, fft2_inverse_batch, Fft2};
 
 /// Runs on the CPU, in rayon's global pool or in a pool of its own.
 #[derive(Clone, Default)]
 pub struct CpuBackend {
     pool: Option<Arc<rayon::ThreadPool>>,
+    /// 2-D FFT plans by image side, made once and shared.
+    plans: Arc<Mutex<HashMap<usize, Arc<Fft2<f32>>>>>,
 }
 
 impl std::fmt::Debug for CpuBackend {
@@ -28,7 +35,7 @@ impl std::fmt::Debug for CpuBackend {
 impl CpuBackend {
     /// Uses rayon's global thread pool.
     pub fn new() -> Self {
-        CpuBackend { pool: None }
+        CpuBackend::default()
     }
 
     /// Uses a pool of its own with `threads` threads (≥ 1), e.g. to bound the CPU share or to
@@ -46,6 +53,7 @@ impl CpuBackend {
             })?;
         Ok(CpuBackend {
             pool: Some(Arc::new(pool)),
+            plans: Default::default(),
         })
     }
 
@@ -55,6 +63,14 @@ impl CpuBackend {
             Some(p) => p.current_num_threads(),
             None => rayon::current_num_threads(),
         }
+    }
+
+    fn plan(&self, d: usize) -> Arc<Fft2<f32>> {
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        plans
+            .entry(d)
+            .or_insert_with(|| Arc::new(Fft2::new(d)))
+            .clone()
     }
 
     fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
@@ -132,4 +148,62 @@ impl Backend for CpuBackend {
         self.run(|| scatter(values, geom, interp, rotations, acc));
         Ok(())
     }
+
+    fn ctf(&self, params: &[CtfParams], d: usize, voxel_size: f64, out: &mut [f32]) -> Result<()> {
+        check_images(out.len(), params.len(), d, "CTF output")?;
+        let eval = CtfEvaluator::new(d, voxel_size)?;
+        self.run(|| eval.evaluate_batch(params, out));
+        Ok(())
+    }
+
+    fn images_to_spectra(
+        &self,
+        images: &[f32],
+        d: usize,
+        shifts_px: &[[f32; 2]],
+        out: &mut [Complex<f32>],
+    ) -> Result<()> {
+        let n = shifts_px.len();
+        check_images(images.len(), n, d, "images")?;
+        check_images(out.len(), n, d, "spectra output")?;
+        if let Some((i, _)) = shifts_px
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !s[0].is_finite() || !s[1].is_finite())
+        {
+            return Err(Error::invalid(format!("shift {i} is not finite")));
+        }
+        let plan = self.plan(d);
+        self.run(|| {
+            fft2_forward_batch(&plan, images, out);
+            shift_phase_batch(out, d, shifts_px);
+        });
+        Ok(())
+    }
+
+    fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()> {
+        if d == 0 || !spectra.len().is_multiple_of(d * d) {
+            return Err(Error::invalid(format!(
+                "spectra: {} values is not a whole number of {d}×{d} images",
+                spectra.len()
+            )));
+        }
+        check_images(out.len(), spectra.len() / (d * d), d, "image output")?;
+        let plan = self.plan(d);
+        self.run(|| fft2_inverse_batch(&plan, spectra, out));
+        Ok(())
+    }
+}
+
+/// `len` must hold `n` images of `d × d`.
+fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result<()> {
+    let want = n.checked_mul(d).and_then(|v| v.checked_mul(d));
+    if d == 0 || want != Some(len) {
+        return Err(Error::invalid(format!(
+            "{what}: {len} values given; {n} images of {d}×{d} need {}",
+            want.map(|w| w.to_string())
+                .unwrap_or_else(|| "more than fits".into())
+        )));
+    }
+    Ok(())
 }

@@ -19,11 +19,11 @@ pub use cpu::CpuBackend;
 
 use num_complex::Complex;
 
+use crate::dataset::CtfParams;
 use crate::error::Result;
 use crate::forward::{Interp, SliceGeometry};
 
-/// Batched slicing and backprojection (more operations join at merge time: CTF, shifts,
-/// FFT batches).
+/// The batched operations of the image-formation model.
 pub trait Backend: Send + Sync {
     /// A short name for logs ("cpu", "cuda:0").
     fn name(&self) -> &str;
@@ -61,4 +61,22 @@ pub trait Backend: Send + Sync {
         rotations: &[[f32; 9]],
         acc: &mut [f64],
     ) -> Result<()>;
+
+    /// `out[i·D² ..][..D²]` = the CTF of `params[i]` on the centered `D × D` grid at pixel
+    /// size `voxel_size` Å (contrast and B-factor included; [`crate::forward::ctf`]).
+    fn ctf(&self, params: &[CtfParams], d: usize, voxel_size: f64, out: &mut [f32]) -> Result<()>;
+
+    /// Real images (`n × D²`) to their centered spectra, each multiplied by the phase ramp
+    /// of its shift (`T_i y_i`, [`crate::forward::shift`]): the form in which the model
+    /// compares data with `C·P(R) x`.
+    fn images_to_spectra(
+        &self,
+        images: &[f32],
+        d: usize,
+        shifts_px: &[[f32; 2]],
+        out: &mut [Complex<f32>],
+    ) -> Result<()>;
+
+    /// Centered spectra (`n × D²`) to real images (the real part of the inverse DFT).
+    fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()>;
 }

@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 pub use ctf::{CsCtfOptions, CtfTable, StarCtfOptions, CTF_COLUMNS};
 pub use halfsets::{random_split, Mt19937};
 pub use poses::{
-    relion_from_rotation, rotation_from_cryosparc, rotation_from_relion, CsPoseOptions, PoseDtype, PoseTable,
-    StarPoseOptions,
+    relion_from_rotation, rotation_from_cryosparc, rotation_from_relion, CsPoseOptions, PoseDtype,
+    PoseTable, StarPoseOptions,
 };
 pub use source::{ImageSource, ParticleFormat, ParticleMetadata, PathResolver};
 pub use summary::{pose_coverage, DatasetSummary, PoseCoverage, Range3};

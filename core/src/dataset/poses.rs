@@ -498,14 +498,21 @@ mod tests {
         for k in 0..2000 {
             let r = if k < 4 {
                 // the gimbal-lock cases
-                rotation_from_relion(37.0, [0.0, 180.0, 0.0, 180.0][k], [0.0, 0.0, 20.0, -45.0][k])
+                rotation_from_relion(
+                    37.0,
+                    [0.0, 180.0, 0.0, 180.0][k],
+                    [0.0, 0.0, 20.0, -45.0][k],
+                )
             } else {
                 rng.rotation()
             };
             let (a, b, c) = relion_from_rotation(&r);
             assert!((0.0..=180.0).contains(&b));
             let back = rotation_from_relion(a, b, c);
-            assert!(close(&back, &r, 1e-9), "{k}: {r:?} -> ({a}, {b}, {c}) -> {back:?}");
+            assert!(
+                close(&back, &r, 1e-9),
+                "{k}: {r:?} -> ({a}, {b}, {c}) -> {back:?}"
+            );
         }
     }
 

@@ -382,7 +382,11 @@ pub fn dose_filter(d: usize, apix: f64, dose: f64, voltage_kv: f64, out: &mut [f
             "dose filter needs a positive pixel size and a non-negative dose (got {apix} Å, {dose} e/Å²)"
         )));
     }
-    let kv_factor = if (voltage_kv - 200.0).abs() < 1.0 { 0.75 } else { 1.0 };
+    let kv_factor = if (voltage_kv - 200.0).abs() < 1.0 {
+        0.75
+    } else {
+        1.0
+    };
     let h = (d / 2) as f64;
     let scale = 1.0 / (d as f64 * apix);
     for r in 0..d {

@@ -7,6 +7,7 @@
 mod common;
 mod downsample;
 mod info;
+mod make_test_dataset;
 mod parse_ctf_csparc;
 mod parse_ctf_star;
 mod parse_pose_csparc;
@@ -47,6 +48,9 @@ enum Command {
     Downsample(downsample::Args),
     /// Describe a dataset (particles + poses + CTF) and check that its parts agree
     Info(info::Args),
+    /// Simulate a heterogeneous dataset with known ground truth
+    #[command(name = "make_test_dataset", alias = "make-test-dataset")]
+    MakeTestDataset(make_test_dataset::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -59,6 +63,7 @@ fn main() -> std::process::ExitCode {
         Command::ParseCtfCsparc(a) => parse_ctf_csparc::run(a),
         Command::Downsample(a) => downsample::run(a),
         Command::Info(a) => info::run(a),
+        Command::MakeTestDataset(a) => make_test_dataset::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
