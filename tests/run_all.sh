@@ -15,6 +15,11 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test (workspace)"
 cargo test --workspace --locked
 
+echo "== Rust examples run"
+tmp=$(mktemp -d)
+cargo run --quiet -p recovar-core --example render_phantom -- "$tmp" 32 > /dev/null
+rm -rf "$tmp"
+
 echo "== fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --bins
 
