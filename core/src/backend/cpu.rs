@@ -12,7 +12,7 @@ use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
 use crate::forward::ctf::CtfEvaluator;
 use crate::forward::shift::shift_phase_batch;
-use crate::forward::slice::{check_args, check_rotations, gather, scatter};
+use crate::forward::slice::{backproject_batch, backproject_real_batch, slice_batch};
 use crate::forward::{Interp, SliceGeometry};
 use crate::fourier::{fft2_forward_batch, fft2_inverse_batch, Fft2};
 
@@ -94,17 +94,7 @@ impl Backend for CpuBackend {
         rotations: &[[f32; 9]],
         out: &mut [Complex<f32>],
     ) -> Result<()> {
-        check_args(
-            "slice",
-            geom,
-            rotations.len(),
-            volume.len(),
-            out.len(),
-            "out",
-        )?;
-        check_rotations(rotations)?;
-        self.run(|| gather(volume, geom, interp, rotations, out));
-        Ok(())
+        self.run(|| slice_batch(volume, geom, interp, rotations, out))
     }
 
     fn backproject(
@@ -115,17 +105,7 @@ impl Backend for CpuBackend {
         rotations: &[[f32; 9]],
         acc: &mut [Complex<f64>],
     ) -> Result<()> {
-        check_args(
-            "backproject",
-            geom,
-            rotations.len(),
-            acc.len(),
-            images.len(),
-            "images",
-        )?;
-        check_rotations(rotations)?;
-        self.run(|| scatter(images, geom, interp, rotations, acc));
-        Ok(())
+        self.run(|| backproject_batch(images, geom, interp, rotations, acc))
     }
 
     fn backproject_real(
@@ -136,17 +116,7 @@ impl Backend for CpuBackend {
         rotations: &[[f32; 9]],
         acc: &mut [f64],
     ) -> Result<()> {
-        check_args(
-            "backproject_real",
-            geom,
-            rotations.len(),
-            acc.len(),
-            values.len(),
-            "values",
-        )?;
-        check_rotations(rotations)?;
-        self.run(|| scatter(values, geom, interp, rotations, acc));
-        Ok(())
+        self.run(|| backproject_real_batch(values, geom, interp, rotations, acc))
     }
 
     fn ctf(&self, params: &[CtfParams], d: usize, voxel_size: f64, out: &mut [f32]) -> Result<()> {

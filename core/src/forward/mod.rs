@@ -37,6 +37,6 @@ pub mod shift;
 pub mod slice;
 
 pub use slice::{
-    backproject, backproject_batch, backproject_real, backproject_real_batch, slice, Interp,
-    SliceGeometry,
+    backproject, backproject_batch, backproject_real, backproject_real_batch, slice, slice_batch,
+    Interp, SliceGeometry,
 };

@@ -484,6 +484,28 @@ pub fn slice(
     Ok(())
 }
 
+/// `out[i·D² ..][..D²] = P(R_i) volume` for a batch of rotations, in rayon's current pool
+/// (the gather reads each slab of the volume once for the whole batch).
+pub fn slice_batch(
+    volume: &[Complex<f32>],
+    geom: &SliceGeometry,
+    interp: Interp,
+    rotations: &[[f32; 9]],
+    out: &mut [Complex<f32>],
+) -> Result<()> {
+    check_args(
+        "slice",
+        geom,
+        rotations.len(),
+        volume.len(),
+        out.len(),
+        "out",
+    )?;
+    check_rotations(rotations)?;
+    gather(volume, geom, interp, rotations, out);
+    Ok(())
+}
+
 /// `acc += P(R)ᵀ image` for one complex image (see [`backproject_batch`]).
 pub fn backproject(
     image: &[Complex<f32>],
