@@ -15,7 +15,10 @@ pub mod error;
 pub mod forward;
 pub mod fourier;
 pub mod io;
+pub mod pipeline;
+pub mod plot;
 pub mod progress;
+pub mod reconstruct;
 pub mod rng;
 pub mod simulate;
 
