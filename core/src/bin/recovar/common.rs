@@ -4,20 +4,48 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// Log to stderr; `-v` raises the level, `RUST_LOG` overrides.
-pub fn init_logging(verbose: u8) {
+/// Log to stderr and, when given, to a file (created with its folder); `-v` raises the
+/// level, `RUST_LOG` overrides.
+pub fn init_logging(verbose: u8, file: Option<&Path>) -> Result<()> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter};
     let default = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| default.to_string());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let stderr = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time()
+        .without_time();
+    let file_layer = match file {
+        Some(path) => {
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+            }
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            Some(
+                fmt::layer()
+                    .with_writer(std::sync::Mutex::new(f))
+                    .with_ansi(false)
+                    .with_target(false),
+            )
+        }
+        None => None,
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file_layer)
         .try_init();
+    Ok(())
 }
 
 /// Check an output path ends with one of `exts` and that its folder exists (creating it
@@ -89,7 +117,11 @@ impl ProgressBar {
 }
 
 impl recovar_core::progress::Progress for ProgressBar {
-    fn update(&self, _stage: &str, done: u64, total: u64) -> bool {
+    fn update(&self, stage: &str, done: u64, total: u64) -> bool {
+        if done == 0 {
+            self.bar.set_prefix(stage.to_string());
+            self.bar.reset();
+        }
         self.bar.set_length(total);
         self.bar.set_position(done);
         true

@@ -12,6 +12,7 @@ mod parse_ctf_csparc;
 mod parse_ctf_star;
 mod parse_pose_csparc;
 mod parse_pose_star;
+mod pipeline;
 
 use clap::{Parser, Subcommand};
 
@@ -48,6 +49,8 @@ enum Command {
     Downsample(downsample::Args),
     /// Describe a dataset (particles + poses + CTF) and check that its parts agree
     Info(info::Args),
+    /// Run the RECOVAR pipeline (currently: mean, masks and noise model, with --only-mean)
+    Pipeline(pipeline::Args),
     /// Simulate a heterogeneous dataset with known ground truth
     #[command(name = "make_test_dataset", alias = "make-test-dataset")]
     MakeTestDataset(make_test_dataset::Args),
@@ -55,7 +58,15 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    common::init_logging(cli.verbose);
+    // Commands that write an output folder also log to its run.log.
+    let log_file = match &cli.command {
+        Command::Pipeline(a) => Some(a.outdir.join("run.log")),
+        _ => None,
+    };
+    if let Err(e) = common::init_logging(cli.verbose, log_file.as_deref()) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::ParsePoseStar(a) => parse_pose_star::run(a),
         Command::ParsePoseCsparc(a) => parse_pose_csparc::run(a),
@@ -63,6 +74,7 @@ fn main() -> std::process::ExitCode {
         Command::ParseCtfCsparc(a) => parse_ctf_csparc::run(a),
         Command::Downsample(a) => downsample::run(a),
         Command::Info(a) => info::run(a),
+        Command::Pipeline(a) => pipeline::run(a),
         Command::MakeTestDataset(a) => make_test_dataset::run(a),
     };
     match result {

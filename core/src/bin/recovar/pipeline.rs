@@ -1,0 +1,132 @@
+//! `recovar pipeline particles -o out --poses poses.pkl --ctf ctf.pkl [--mask M] --only-mean`
+//!
+//! Arguments turned into [`recovar_core::pipeline::run_mean_stages`]; outputs in the Python
+//! tool's layout (see the library docs). The covariance and embedding stages come next;
+//! until then the pipeline runs with `--only-mean`.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use recovar_core::backend::CpuBackend;
+use recovar_core::dataset::{DatasetOptions, Uninvert};
+use recovar_core::pipeline::{run_mean_stages, PipelineOptions};
+use recovar_core::reconstruct::mask::{MaskOption, MaskSettings};
+use recovar_core::reconstruct::mean::MeanFn;
+use recovar_core::reconstruct::noise::NoiseModel;
+
+use crate::common::ProgressBar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Input particles (.mrcs, .star, .cs or .txt)
+    particles: PathBuf,
+    /// Output directory
+    #[arg(short = 'o', long = "outdir")]
+    pub outdir: PathBuf,
+    /// Image poses (.pkl); taken from a .star/.cs particle file when omitted
+    #[arg(long)]
+    poses: Option<PathBuf>,
+    /// CTF parameters (.pkl); taken from a .star/.cs particle file when omitted
+    #[arg(long, value_name = "PKL")]
+    ctf: Option<PathBuf>,
+    /// Solvent mask: a .mrc file, or from_halfmaps, sphere, none
+    #[arg(long, default_value = "from_halfmaps")]
+    mask: String,
+    /// Focus mask (.mrc)
+    #[arg(long = "focus-mask", alias = "focus_mask")]
+    focus_mask: Option<PathBuf>,
+    /// Dilate the solvent and focus masks this many times before softening
+    #[arg(long = "mask-dilate-iter", alias = "dilate-mask-iter", default_value_t = 0)]
+    mask_dilate_iter: usize,
+    /// Compute only the mean, masks and noise model
+    #[arg(long = "only-mean")]
+    only_mean: bool,
+    /// Filter particles by these indices (.pkl)
+    #[arg(long, value_name = "PKL")]
+    ind: Option<PathBuf>,
+    /// Invert data sign: true, false or automatic (flip if the mean's density is negative)
+    #[arg(long = "uninvert-data", default_value = "automatic")]
+    uninvert_data: String,
+    /// Stream images from disk (always on: images are read in batches)
+    #[arg(long)]
+    lazy: bool,
+    /// Folder of the stacks named in a .star/.cs/.txt file
+    #[arg(long)]
+    datadir: Option<PathBuf>,
+    /// Use only the first N images
+    #[arg(long = "n-images")]
+    n_images: Option<usize>,
+    /// Halfsets (.pkl with two index arrays)
+    #[arg(long)]
+    halfsets: Option<PathBuf>,
+    /// Noise model: radial or white
+    #[arg(long = "noise-model", default_value = "radial")]
+    noise_model: String,
+    /// Mean: triangular (average of unregularized halves) or triangular_reg
+    #[arg(long = "mean-fn", default_value = "triangular")]
+    mean_fn: String,
+    /// Working memory for image batches, in GB (changes batch sizes, never results)
+    #[arg(long = "memory-budget", default_value_t = 2.0)]
+    memory_budget: f64,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !a.only_mean {
+        bail!(
+            "this version computes the mean, masks and noise model; the covariance and \
+             embedding stages are not in it yet. Run with --only-mean."
+        );
+    }
+    if !(a.memory_budget.is_finite() && a.memory_budget > 0.0) {
+        bail!("--memory-budget must be a positive number of GB");
+    }
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    let opts = PipelineOptions {
+        dataset: DatasetOptions {
+            particles: a.particles,
+            poses: a.poses,
+            ctf: a.ctf,
+            datadir: a.datadir,
+            ind: a.ind,
+            n_images: a.n_images,
+            halfsets: a.halfsets,
+            uninvert: a.uninvert_data.parse::<Uninvert>()?,
+            ..Default::default()
+        },
+        outdir: a.outdir,
+        mask: a.mask.parse::<MaskOption>()?,
+        mask_settings: MaskSettings {
+            mask_dilate_iter: a.mask_dilate_iter,
+            ..Default::default()
+        },
+        focus_mask: a.focus_mask,
+        noise_model: a.noise_model.parse::<NoiseModel>()?,
+        mean_fn: a.mean_fn.parse::<MeanFn>()?,
+        memory_budget: (a.memory_budget * 1e9) as u64,
+        seed: 0,
+        command_line,
+    };
+    let backend = CpuBackend::new();
+    let bar = ProgressBar::new("pipeline");
+    let summary = run_mean_stages(&opts, &backend, &bar)?;
+    bar.finish();
+    println!(
+        "{} images, {}px at {:.3} Å: half-map FSC resolution {:.2} Å (0.5), {:.2} Å (0.143){}",
+        summary.n_images,
+        summary.box_size,
+        summary.voxel_size,
+        summary.resolution.at_0_5,
+        summary.resolution.at_0_143,
+        if summary.flipped { "; data sign flipped" } else { "" }
+    );
+    for t in &summary.timings {
+        println!(
+            "  {:<18} {:>8.2} s{}",
+            t.name,
+            t.wall_seconds,
+            t.peak_rss_mib.map(|m| format!("  peak {m:.0} MiB")).unwrap_or_default()
+        );
+    }
+    println!("outputs in {}", opts.outdir.display());
+    Ok(())
+}
