@@ -175,13 +175,11 @@ pub fn fsc_resolutions(fsc: &[f64], box_size: usize, voxel_size: f64) -> FscReso
 }
 
 /// Per-shell FSC weights `sqrt(max(0, 2F/(1+F)))` (RELION's C_ref, §15.3), zero from the
-/// first shell where `F < 1e-4` on. As in RECOVAR (`find_first_zero_in_bool`), when no
-/// shell is below 1e-4 the cut falls on the last shell, so the last shell always gets 0.
+/// first shell where `F < 1e-4` on; when no shell is below 1e-4 every shell keeps its
+/// weight (RECOVAR 1.0.5's `_prefix_length_before_first_false`; older versions cut the last
+/// shell too).
 pub fn fsc_weights(fsc: &[f64]) -> Vec<f64> {
-    let cut = fsc
-        .iter()
-        .position(|&v| v < 1e-4)
-        .unwrap_or(fsc.len().saturating_sub(1));
+    let cut = fsc.iter().position(|&v| v < 1e-4).unwrap_or(fsc.len());
     fsc.iter()
         .enumerate()
         .map(|(i, &f)| {
@@ -195,7 +193,7 @@ pub fn fsc_weights(fsc: &[f64]) -> Vec<f64> {
 }
 
 /// Multiply a centered `n³` spectrum by [`fsc_weights`] by shell; voxels beyond the
-/// profile take its last weight, which is always 0.
+/// profile take its last weight.
 pub fn apply_fsc_weighting(spec: &mut [Complex<f32>], n: usize, fsc: &[f64]) -> Result<()> {
     check_volume(spec.len(), n, "FSC weighting")?;
     let w = fsc_weights(fsc);

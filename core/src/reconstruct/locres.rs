@@ -80,11 +80,6 @@
 //!
 //! # Deliberate differences from RECOVAR 1.0.5
 //!
-//! - The FSC weights come from the crate's [`fsc_weights`], which zeroes the last shell
-//!   when no shell is below 1e-4 (RECOVAR's older `find_first_zero_in_bool`); 1.0.5's
-//!   `apply_fsc_weighting` keeps it. It only matters when the FSC never drops below 1e-4,
-//!   and then only for the last sub-box shell and the spectrum corners, which the low-pass
-//!   at that resolution already halves or removes.
 //! - `W`, `Σ m_p/res_p` and `Σ m_p·filtered_p` are accumulated directly in `f64` instead of
 //!   by FFT convolution of the window with a comb of points (same values, without the FFT
 //!   rounding that made upstream need its `1e-4` floor; we keep the floor).
