@@ -327,8 +327,8 @@ mod tests {
         assert!((w[1] - (1.6f64 / 1.8).sqrt()).abs() < 1e-12);
         assert!((w[2] - (0.6f64 / 1.3).sqrt()).abs() < 1e-12);
         assert_eq!(&w[3..], &[0.0, 0.0, 0.0]);
-        // none below 1e-4: the last shell is still cut (RECOVAR quirk)
+        // none below 1e-4: every shell keeps its weight (RECOVAR 1.0.5)
         let w = fsc_weights(&[1.0, 0.5, 0.2]);
-        assert!(w[1] > 0.0 && w[2] == 0.0);
+        assert!(w[1] > 0.0 && (w[2] - (0.4f64 / 1.2).sqrt()).abs() < 1e-12);
     }
 }

@@ -94,7 +94,10 @@ pub fn run_mean_stages(
     for dir in [&volumes, &plots, &model] {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    crate::io::atomic::write_bytes(out.join("command.txt"), format!("{}\n", opts.command_line).as_bytes())?;
+    crate::io::atomic::write_bytes(
+        out.join("command.txt"),
+        format!("{}\n", opts.command_line).as_bytes(),
+    )?;
     let mut timings = Timings::new();
 
     timings.start("dataset", 0);
@@ -107,13 +110,22 @@ pub fn run_mean_stages(
     let n = d;
     let vs = ds.voxel_size();
     tracing::info!("dataset: {} images of {d}×{d} px at {vs:.4} Å", ds.len());
-    let batch = ds.batch_size_for_budget(opts.memory_budget, bytes_per_image(d)).min(4096);
-    tracing::info!("image batches of {batch} (memory budget {:.1} GB)", opts.memory_budget as f64 / 1e9);
+    let batch = ds
+        .batch_size_for_budget(opts.memory_budget, bytes_per_image(d))
+        .min(4096);
+    tracing::info!(
+        "image batches of {batch} (memory budget {:.1} GB)",
+        opts.memory_budget as f64 / 1e9
+    );
     write_halfsets(&model, &ds)?;
 
     timings.start("noise_initial", ds.halfsets()[0].len().min(10_000) as u64);
     let init = initial_noise(&ds, backend, 10_000, opts.seed, batch, progress)?;
-    tracing::info!("initial (white) noise estimate from {} images: {:.4e}", init.images_used, init.scalar);
+    tracing::info!(
+        "initial (white) noise estimate from {} images: {:.4e}",
+        init.images_used,
+        init.scalar
+    );
 
     timings.start("mean", ds.len() as u64);
     let mean = estimate_mean(&mut ds, backend, init.scalar, opts.mean_fn, batch, progress)?;
@@ -146,12 +158,19 @@ pub fn run_mean_stages(
     )?;
 
     timings.start("local_resolution", 0);
+    // RECOVAR samples every 25 Å with 12.5 Å windows; at coarse pixel sizes that is a
+    // window of one or two voxels, whose local FSC is pure noise, so the sampling is at
+    // least 8 voxels (windows of radius ≥ 4).
+    let locres_opts = LocresOptions {
+        sampling_angstrom: 25.0f64.max(8.0 * vs),
+        ..Default::default()
+    };
     let locres = local_resolution(
         &mean.halves_unreg[0].real,
         &mean.halves_unreg[1].real,
         n,
         vs,
-        &LocresOptions::default(),
+        &locres_opts,
         progress,
     )?;
 
@@ -225,13 +244,25 @@ fn write_params(
     let n = ds.box_size() as i64;
     let key = |k: &str| PyValue::Str(k.to_string());
     let arr = |v: &[f64]| -> Result<PyValue> {
-        Ok(PyValue::Array(NdArray::from_f64(vec![v.len()], v.to_vec())?))
+        Ok(PyValue::Array(NdArray::from_f64(
+            vec![v.len()],
+            v.to_vec(),
+        )?))
     };
     let input_args = PyValue::Dict(vec![
-        (key("particles"), PyValue::Str(ds.particles_path().display().to_string())),
-        (key("outdir"), PyValue::Str(opts.outdir.display().to_string())),
+        (
+            key("particles"),
+            PyValue::Str(ds.particles_path().display().to_string()),
+        ),
+        (
+            key("outdir"),
+            PyValue::Str(opts.outdir.display().to_string()),
+        ),
         (key("mask"), PyValue::Str(opts.mask.to_string())),
-        (key("noise_model"), PyValue::Str(format!("{:?}", opts.noise_model).to_lowercase())),
+        (
+            key("noise_model"),
+            PyValue::Str(format!("{:?}", opts.noise_model).to_lowercase()),
+        ),
         (
             key("mean_fn"),
             PyValue::Str(match opts.mean_fn {
@@ -242,15 +273,24 @@ fn write_params(
         (key("command"), PyValue::Str(opts.command_line.clone())),
     ]);
     let value = PyValue::Dict(vec![
-        (key("version"), PyValue::Str(format!("recovar-rs {}", crate::VERSION))),
-        (key("volume_shape"), PyValue::Tuple(vec![PyValue::Int(n), PyValue::Int(n), PyValue::Int(n)])),
+        (
+            key("version"),
+            PyValue::Str(format!("recovar-rs {}", crate::VERSION)),
+        ),
+        (
+            key("volume_shape"),
+            PyValue::Tuple(vec![PyValue::Int(n), PyValue::Int(n), PyValue::Int(n)]),
+        ),
         (key("voxel_size"), PyValue::Float(ds.voxel_size())),
         (key("n_images"), PyValue::Int(ds.len() as i64)),
         (key("noise_var_from_hf"), PyValue::Float(init.scalar)),
         (key("noise_var_used"), arr(&noise.used)?),
         (key("radial_noise_var_outside_mask"), arr(&noise.outside)?),
         (key("radial_ub_noise_var"), arr(&noise.upper_bound)?),
-        (key("white_noise_var_outside_mask"), PyValue::Float(noise.white_outside)),
+        (
+            key("white_noise_var_outside_mask"),
+            PyValue::Float(noise.white_outside),
+        ),
         (key("image_PS"), arr(&noise.image_ps)?),
         (key("masked_image_PS"), arr(&noise.masked_image_ps)?),
         (key("mean_fsc"), arr(&mean.fsc)?),

@@ -59,7 +59,8 @@ impl Timings {
             let peak = read_hwm_kib().map(|k| k / 1024.0);
             tracing::info!(
                 "stage {name} done in {wall:.2} s{}",
-                peak.map(|p| format!(", peak memory {p:.0} MiB")).unwrap_or_default()
+                peak.map(|p| format!(", peak memory {p:.0} MiB"))
+                    .unwrap_or_default()
             );
             self.stages.push(StageTiming {
                 name,

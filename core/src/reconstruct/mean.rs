@@ -25,8 +25,7 @@ use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::forward::{Interp, SliceGeometry};
 use crate::fourier::{
-    fsc, gridding_correct, radial_mean, shell_index_3d, soft_mask_outside_map, Fft3,
-    GriddingKernel,
+    fsc, gridding_correct, radial_mean, shell_index_3d, soft_mask_outside_map, Fft3, GriddingKernel,
 };
 use crate::progress::{report, Progress};
 
@@ -181,7 +180,8 @@ pub fn post_process(
             for y in 0..nv {
                 for x in 0..nv {
                     let i = (z * nv + y) * nv + x;
-                    let r = (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
+                    let r =
+                        (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
                     let shell = ((r / 2.0).round() as usize).min(tau.len() - 1);
                     let t = tau[shell];
                     let inv_tau = if t > 1e-20 {
@@ -198,7 +198,10 @@ pub fn post_process(
     }
     // Floor at 1/1000 of the shell average (shells 0..nv/2−2; beyond: the last one).
     let count = nv / 2 - 1;
-    let avg: Vec<f64> = shell_means(&reg, nv, count).iter().map(|v| v / 1000.0).collect();
+    let avg: Vec<f64> = shell_means(&reg, nv, count)
+        .iter()
+        .map(|v| v / 1000.0)
+        .collect();
     let shells = shell_index_3d(nv);
     let max_r = (nv / 2 - 1) as f64 + 1e-7;
     let mut vol = vec![Complex::new(0.0f32, 0.0); len];
@@ -269,7 +272,12 @@ impl Volume {
 
     fn average(a: &Volume, b: &Volume) -> Volume {
         Volume {
-            real: a.real.iter().zip(&b.real).map(|(x, y)| 0.5 * (x + y)).collect(),
+            real: a
+                .real
+                .iter()
+                .zip(&b.real)
+                .map(|(x, y)| 0.5 * (x + y))
+                .collect(),
             spectrum: a
                 .spectrum
                 .iter()
@@ -370,7 +378,9 @@ pub fn estimate_mean(
             combined.negate();
             flipped = true;
         }
-        crate::dataset::Uninvert::Automatic => tracing::info!("the mean's density is positive: data used as they are"),
+        crate::dataset::Uninvert::Automatic => {
+            tracing::info!("the mean's density is positive: data used as they are")
+        }
         _ if negative => tracing::warn!(
             "the mean's density is negative (Σ m³ < 0): the data probably need inverting \
              (--uninvert-data true or automatic)"

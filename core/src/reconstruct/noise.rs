@@ -11,8 +11,9 @@
 //!   * the same by least-squares deconvolution of the mask (§2.3, used for `.mrc` masks),
 //!   * an upper bound from the residual `T y − C·P μ` inside the tight masks (§2.4:
 //!     noise plus signal variance),
-//!   and combines them: `σ²(r) = min(outside(r), upper bound(r))`; `white` takes the median
-//!   of the outside profile; negative values become `image_PS(r)/10`.
+//!
+//!   and combines them: `σ²(r) = min(outside(r), upper bound(r))`; `white` takes the
+//!   median of the outside profile; negative values become `image_PS(r)/10`.
 //!
 //! The deconvolution: a masked image `a = y·w` has spectrum `A = (Y ⊛ Ŵ)/D²`, so for
 //! stationary noise of spectrum `S`, `E|A|² = S ⊛ K` with `K = |Ŵ|²/D⁴`. Summing over images,
@@ -87,7 +88,7 @@ pub fn initial_noise(
         return Err(Error::invalid("halfset 0 is empty"));
     }
     if pick.len() > max_images {
-        let mut rng = Rng::new(seed ^ 0x6e6f_6973_6568_66);
+        let mut rng = Rng::new(seed ^ 0x006e_6f69_7365_6866);
         for i in 0..max_images {
             let j = i + rng.below((pick.len() - i) as u64) as usize;
             pick.swap(i, j);
@@ -233,13 +234,28 @@ fn deconvolution_terms(
     (ft_p, ft_k)
 }
 
-/// Per-batch partial sums, merged in batch order (deterministic).
+/// Images per group of the noise sums (see `estimate_noise`).
+const SUB_CHUNK: usize = 16;
+
+/// Partial sums of a group of images, merged in order (deterministic).
 struct Partial {
     outside: Deconvolution,
     inside: Deconvolution,
     masked_ps: Vec<f64>,
     image_ps: Vec<f64>,
     images_with_outside: usize,
+}
+
+impl Partial {
+    fn new(npix: usize, nsh: usize) -> Self {
+        Partial {
+            outside: Deconvolution::new(npix),
+            inside: Deconvolution::new(npix),
+            masked_ps: vec![0.0; nsh],
+            image_ps: vec![0.0; nsh],
+            images_with_outside: 0,
+        }
+    }
 }
 
 /// §2.2–2.4 in one pass over the images (see the module docs). `mean` is the combined mean's
@@ -282,16 +298,11 @@ pub fn estimate_noise(
         fft.inverse_real(&s, &mut out);
         out.iter().map(|v| v.clamp(0.0, 1.0)).collect()
     };
-    let mut total = Partial {
-        outside: Deconvolution::new(npix),
-        inside: Deconvolution::new(npix),
-        masked_ps: vec![0.0; nsh],
-        image_ps: vec![0.0; nsh],
-        images_with_outside: 0,
-    };
+    let mut total = Partial::new(npix, nsh);
     let n = ds.len();
     report(progress, "noise", 0, n as u64)?;
-    let batch = batch_size.max(1);
+    // Batches start at multiples of SUB_CHUNK so the groups are fixed by image position.
+    let batch = batch_size.max(1).div_ceil(SUB_CHUNK) * SUB_CHUNK;
     for start in (0..n).step_by(batch) {
         let pos: Vec<usize> = (start..(start + batch).min(n)).collect();
         let m = pos.len();
@@ -308,54 +319,68 @@ pub fn estimate_noise(
         backend.slice(mean, &geom, Interp::Trilinear, &rots, &mut proj)?;
         let hard = masker.masks(backend, &rots, &ones, None)?;
         let hard_window = masker.masks(backend, &rots, &window, None)?;
-        let parts: Vec<Partial> = (0..m)
-            .into_par_iter()
-            .map(|i| {
-                let sl = i * npix..(i + 1) * npix;
-                let y = &spec[sl.clone()];
-                let mut p = Partial {
-                    outside: Deconvolution::new(npix),
-                    inside: Deconvolution::new(npix),
-                    masked_ps: vec![0.0; nsh],
-                    image_ps: vec![0.0; nsh],
-                    images_with_outside: 0,
-                };
-                // Power spectrum of the image itself.
-                let ps: Vec<f64> = y.iter().map(|v| v.norm_sqr() as f64).collect();
-                if let Ok(r) = radial_mean(&ps, &shells, nsh) {
-                    p.image_ps = r;
+        let add_image = |p: &mut Partial, i: usize| {
+            let sl = i * npix..(i + 1) * npix;
+            let y = &spec[sl.clone()];
+            // Power spectrum of the image itself.
+            let ps: Vec<f64> = y.iter().map(|v| v.norm_sqr() as f64).collect();
+            if let Ok(r) = radial_mean(&ps, &shells, nsh) {
+                for (a, b) in p.image_ps.iter_mut().zip(&r) {
+                    *a += b;
                 }
-                // §2.2: outside the mask (soften 10), normalised by the mask energy.
-                let w10: Vec<f32> = soften(&hard[sl.clone()], &soft10).iter().map(|m| 1.0 - m).collect();
-                let energy: f64 = w10.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / npix as f64;
-                if energy > 1e-6 {
-                    let mut real_img = vec![0.0f32; npix];
-                    fft.inverse_real(y, &mut real_img);
-                    for (v, w) in real_img.iter_mut().zip(&w10) {
-                        *v *= w;
+            }
+            // §2.2: outside the mask (soften 10), normalised by the mask energy.
+            let w10: Vec<f32> = soften(&hard[sl.clone()], &soft10)
+                .iter()
+                .map(|m| 1.0 - m)
+                .collect();
+            let energy: f64 = w10.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / npix as f64;
+            if energy > 1e-6 {
+                let mut real_img = vec![0.0f32; npix];
+                fft.inverse_real(y, &mut real_img);
+                for (v, w) in real_img.iter_mut().zip(&w10) {
+                    *v *= w;
+                }
+                let mut z = vec![Complex::new(0.0f32, 0.0); npix];
+                fft.forward_real(&real_img, &mut z);
+                let zp: Vec<f64> = z.iter().map(|v| v.norm_sqr() as f64 / energy).collect();
+                if let Ok(r) = radial_mean(&zp, &shells, nsh) {
+                    for (a, b) in p.masked_ps.iter_mut().zip(&r) {
+                        *a += b;
                     }
-                    let mut z = vec![Complex::new(0.0f32, 0.0); npix];
-                    fft.forward_real(&real_img, &mut z);
-                    let zp: Vec<f64> = z.iter().map(|v| v.norm_sqr() as f64 / energy).collect();
-                    if let Ok(r) = radial_mean(&zp, &shells, nsh) {
-                        p.masked_ps = r;
-                        p.images_with_outside = 1;
-                    }
+                    p.images_with_outside += 1;
                 }
-                // §2.3: outside the mask (soften 5), deconvolved.
-                if deconvolve_outside {
-                    let w5: Vec<f32> = soften(&hard[sl.clone()], &soft5).iter().map(|m| 1.0 - m).collect();
-                    p.outside.add(y, &w5, &fft, d);
-                }
-                // §2.4: the residual inside the mask (soften 5, with the image window).
-                let m5 = soften(&hard_window[sl.clone()], &soft5);
-                let resid: Vec<Complex<f32>> = y
+            }
+            // §2.3: outside the mask (soften 5), deconvolved.
+            if deconvolve_outside {
+                let w5: Vec<f32> = soften(&hard[sl.clone()], &soft5)
                     .iter()
-                    .zip(&proj[sl.clone()])
-                    .zip(&c[sl.clone()])
-                    .map(|((yv, pv), cv)| yv - pv * *cv)
+                    .map(|m| 1.0 - m)
                     .collect();
-                p.inside.add(&resid, &m5, &fft, d);
+                p.outside.add(y, &w5, &fft, d);
+            }
+            // §2.4: the residual inside the mask (soften 5, with the image window).
+            let m5 = soften(&hard_window[sl.clone()], &soft5);
+            let resid: Vec<Complex<f32>> = y
+                .iter()
+                .zip(&proj[sl.clone()])
+                .zip(&c[sl.clone()])
+                .map(|((yv, pv), cv)| yv - pv * *cv)
+                .collect();
+            p.inside.add(&resid, &m5, &fft, d);
+        };
+        // Images are summed in fixed groups of SUB_CHUNK (by position in the dataset, since
+        // batches start at multiples of it), groups in parallel, then merged in order: the
+        // sums do not depend on the thread count or the batch size, and memory stays at one
+        // partial per group.
+        let parts: Vec<Partial> = (0..m)
+            .collect::<Vec<_>>()
+            .par_chunks(SUB_CHUNK)
+            .map(|group| {
+                let mut p = Partial::new(npix, nsh);
+                for &i in group {
+                    add_image(&mut p, i);
+                }
                 p
             })
             .collect();
@@ -408,13 +433,19 @@ pub fn estimate_noise(
     } else {
         0.5 * (sorted[sorted.len() / 2 - 1] + sorted[sorted.len() / 2])
     };
-    let bounded: Vec<f64> = outside.iter().zip(&upper_bound).map(|(o, u)| o.min(*u)).collect();
+    let bounded: Vec<f64> = outside
+        .iter()
+        .zip(&upper_bound)
+        .map(|(o, u)| o.min(*u))
+        .collect();
     let mut used = match model {
         NoiseModel::Radial => bounded,
         NoiseModel::White => vec![white_outside; nsh],
     };
     if used.iter().any(|&v| v < 0.0) {
-        tracing::info!("negative noise variance estimated: using the image power spectrum / 10 there");
+        tracing::info!(
+            "negative noise variance estimated: using the image power spectrum / 10 there"
+        );
     }
     for (u, ps) in used.iter_mut().zip(&image_ps) {
         if *u < 0.0 {
@@ -445,7 +476,10 @@ mod tests {
         let fft = Fft2::<f32>::new(d);
         let shells = shell_index_2d(d);
         let profile = |r: f64| (npix as f64) * 0.5 * (1.0 + 3.0 * (-r / 4.0).exp());
-        let amp: Vec<f32> = shells.iter().map(|&s| (profile(s as f64) / npix as f64).sqrt() as f32).collect();
+        let amp: Vec<f32> = shells
+            .iter()
+            .map(|&s| (profile(s as f64) / npix as f64).sqrt() as f32)
+            .collect();
         let mut dec = Deconvolution::new(npix);
         let mut rng = Rng::new(9);
         for i in 0..400 {
@@ -461,7 +495,11 @@ mod tests {
             let w: Vec<f32> = (0..npix)
                 .map(|p| {
                     let (x, y) = ((p % d) as f64, (p / d) as f64);
-                    if ((x - cx).powi(2) + (y - cy).powi(2)).sqrt() > rad { 1.0 } else { 0.0 }
+                    if ((x - cx).powi(2) + (y - cy).powi(2)).sqrt() > rad {
+                        1.0
+                    } else {
+                        0.0
+                    }
                 })
                 .collect();
             dec.add(&y, &w, &fft, d);

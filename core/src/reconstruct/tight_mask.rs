@@ -38,7 +38,7 @@ pub struct TightMasker {
 impl TightMasker {
     /// Prepare the masker for a real-space `n³` mask (values in [0, 1]) and `n × n` images.
     pub fn new(volume_mask: &[f32], n: usize) -> Result<Self> {
-        if n == 0 || n % 2 != 0 || volume_mask.len() != n * n * n {
+        if n == 0 || !n.is_multiple_of(2) || volume_mask.len() != n * n * n {
             return Err(Error::invalid(format!(
                 "tight masks need an even cubic mask; got {} values for n = {n}",
                 volume_mask.len()
@@ -72,7 +72,13 @@ impl TightMasker {
         let d = self.d;
         let big = 2 * d;
         let mut spec = vec![Complex::new(0.0f32, 0.0); rotations.len() * big * big];
-        backend.slice(&self.padded_ft, &self.geom, Interp::Trilinear, rotations, &mut spec)?;
+        backend.slice(
+            &self.padded_ft,
+            &self.geom,
+            Interp::Trilinear,
+            rotations,
+            &mut spec,
+        )?;
         let mut out = vec![0.0f32; rotations.len() * d * d];
         let off = d / 2;
         spec.par_chunks_exact(big * big)
@@ -160,7 +166,12 @@ pub fn soft_kernel_spectrum(d: usize, r: usize, fft: &Fft2<f32>) -> Vec<Complex<
 }
 
 /// Apply real-space masks to image spectra: `DFT2( IDFT2(ŷ_i) · M_i )` (`n·D²` each).
-pub fn apply_masks(spectra: &mut [Complex<f32>], masks: &[f32], d: usize, fft: &Fft2<f32>) -> Result<()> {
+pub fn apply_masks(
+    spectra: &mut [Complex<f32>],
+    masks: &[f32],
+    d: usize,
+    fft: &Fft2<f32>,
+) -> Result<()> {
     if spectra.len() != masks.len() || !spectra.len().is_multiple_of(d * d) {
         return Err(Error::invalid(format!(
             "{} spectrum values and {} mask values; both must be n·{d}²",
@@ -194,7 +205,8 @@ mod tests {
         for z in 0..n {
             for y in 0..n {
                 for x in 0..n {
-                    let d2 = (x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2);
+                    let d2 =
+                        (x as f64 - c).powi(2) + (y as f64 - c).powi(2) + (z as f64 - c).powi(2);
                     if d2 <= r * r {
                         v[(z * n + y) * n + x] = 1.0;
                     }
@@ -238,7 +250,9 @@ mod tests {
         assert!((soft[16 * n + 16] - 1.0).abs() < 1e-4);
         assert!(soft.iter().all(|v| (0.0..=1.0).contains(v)));
         // The soft edge spreads beyond the hard one.
-        let edge = (0..n).filter(|&x| soft[16 * n + x] > 0.0 && soft[16 * n + x] < 1.0).count();
+        let edge = (0..n)
+            .filter(|&x| soft[16 * n + x] > 0.0 && soft[16 * n + x] < 1.0)
+            .count();
         assert!(edge >= 4, "{edge}");
         // Applying an all-ones mask leaves spectra unchanged.
         let fft = Fft2::<f32>::new(n);

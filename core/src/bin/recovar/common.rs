@@ -4,12 +4,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-/// Log to stderr and, when given, to a file (created with its folder); `-v` raises the
-/// level, `RUST_LOG` overrides.
+/// Log to stderr and, when given, to a file (created with its folder). On stderr `-v`
+/// raises the level and `RUST_LOG` overrides; the file always gets at least `info`, so
+/// run.log is a complete record whatever the terminal shows.
 pub fn init_logging(verbose: u8, file: Option<&Path>) -> Result<()> {
+    use tracing_subscriber::filter::LevelFilter;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{fmt, EnvFilter};
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     let default = match verbose {
         0 => "info",
         1 => "debug",
@@ -19,7 +21,13 @@ pub fn init_logging(verbose: u8, file: Option<&Path>) -> Result<()> {
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .without_time();
+        .without_time()
+        .with_filter(filter);
+    let file_level = match verbose {
+        0 => LevelFilter::INFO,
+        1 => LevelFilter::DEBUG,
+        _ => LevelFilter::TRACE,
+    };
     let file_layer = match file {
         Some(path) => {
             if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -35,13 +43,13 @@ pub fn init_logging(verbose: u8, file: Option<&Path>) -> Result<()> {
                 fmt::layer()
                     .with_writer(std::sync::Mutex::new(f))
                     .with_ansi(false)
-                    .with_target(false),
+                    .with_target(false)
+                    .with_filter(file_level),
             )
         }
         None => None,
     };
     let _ = tracing_subscriber::registry()
-        .with(filter)
         .with(stderr)
         .with(file_layer)
         .try_init();

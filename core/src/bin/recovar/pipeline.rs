@@ -36,7 +36,11 @@ pub struct Args {
     #[arg(long = "focus-mask", alias = "focus_mask")]
     focus_mask: Option<PathBuf>,
     /// Dilate the solvent and focus masks this many times before softening
-    #[arg(long = "mask-dilate-iter", alias = "dilate-mask-iter", default_value_t = 0)]
+    #[arg(
+        long = "mask-dilate-iter",
+        alias = "dilate-mask-iter",
+        default_value_t = 0
+    )]
     mask_dilate_iter: usize,
     /// Compute only the mean, masks and noise model
     #[arg(long = "only-mean")]
@@ -117,14 +121,20 @@ pub fn run(a: Args) -> Result<()> {
         summary.voxel_size,
         summary.resolution.at_0_5,
         summary.resolution.at_0_143,
-        if summary.flipped { "; data sign flipped" } else { "" }
+        if summary.flipped {
+            "; data sign flipped"
+        } else {
+            ""
+        }
     );
     for t in &summary.timings {
         println!(
             "  {:<18} {:>8.2} s{}",
             t.name,
             t.wall_seconds,
-            t.peak_rss_mib.map(|m| format!("  peak {m:.0} MiB")).unwrap_or_default()
+            t.peak_rss_mib
+                .map(|m| format!("  peak {m:.0} MiB"))
+                .unwrap_or_default()
         );
     }
     println!("outputs in {}", opts.outdir.display());
