@@ -442,9 +442,10 @@ fn fsc_weighting_low_pass_and_sharpening() {
     for (v, &s) in w.iter().zip(&shells) {
         let want = match s {
             0 | 1 => 1.0,
-            _ => 0.0, // shell 2 is the last: always cut; beyond: last weight
+            // shell 2 and beyond: the last weight, sqrt(2·0.5/1.5) (none is below 1e-4)
+            _ => (1.0f32 / 1.5).sqrt(),
         };
-        assert!((v.re - want).abs() < 1e-7);
+        assert!((v.re - want).abs() < 1e-6);
     }
     // low-pass at 4 Å with 1 Å voxels, n = 8: i_f = 2, hw = 1: 1 up to shell 1, ½ at 2, 0 from 3
     let mut lp = spec.clone();
