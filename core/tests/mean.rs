@@ -287,3 +287,52 @@ fn recovar_test_set_mean_compared_with_cryodrgns_backprojection() {
     );
     assert!(ours > theirs - 0.012, "ours {ours} vs cryoDRGN {theirs}");
 }
+
+/// Pearson correlation of two volumes.
+fn pearson(a: &[f32], b: &[f32]) -> f64 {
+    let n = a.len() as f64;
+    let ma = a.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let mb = b.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (*x as f64 - ma, *y as f64 - mb);
+        sab += x * y;
+        saa += x * x;
+        sbb += y * y;
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+#[test]
+fn toy_projections_mean_compared_with_cryodrgns_backprojection() {
+    // cryoDRGN's toy data: 1000 projections (30 px) of toymodel_small_nocenter.mrc with a
+    // flat CTF; cryoDRGN's backproject_voxel of them correlates 0.955 with that model.
+    let fx = common::fixtures();
+    let mut ds = Dataset::open(&DatasetOptions {
+        particles: fx.join("toy_projections.mrcs"),
+        poses: Some(fx.join("toy_angles.pkl")),
+        ctf: Some(fx.join("test_ctf.pkl")),
+        ..Default::default()
+    })
+    .unwrap();
+    let be = CpuBackend::new();
+    let init = initial_noise(&ds, &be, 10_000, 0, 256, &NoProgress).unwrap();
+    let mean = estimate_mean(
+        &mut ds,
+        &be,
+        init.scalar,
+        MeanFn::Triangular,
+        256,
+        &NoProgress,
+    )
+    .unwrap();
+    let model = mrc::read_volume(fx.join("toymodel_small_nocenter.mrc")).unwrap();
+    let oracle =
+        mrc::read_volume(common::oracles().join("backproject_toy_ctf/backproject.mrc")).unwrap();
+    let ours = pearson(&mean.combined.real, &model.data);
+    let theirs = pearson(&oracle.data, &model.data);
+    let between = pearson(&mean.combined.real, &oracle.data);
+    println!("toy: correlation with the model: ours {ours:.4}, cryoDRGN {theirs:.4}; ours vs cryoDRGN {between:.4}; sign flipped: {}", mean.flipped);
+    assert!((theirs - 0.955).abs() < 0.005, "{theirs}");
+    assert!(ours >= theirs, "ours {ours} < cryoDRGN {theirs}");
+}

@@ -75,9 +75,10 @@ pub struct MeanSummary {
     pub timings: Vec<StageTiming>,
 }
 
-/// Working bytes per image of the mean and noise passes (image, spectra, CTF, masks).
+/// Working bytes per image of the mean and noise passes: the image, its spectrum, its CTF,
+/// the projected mean and the projected mask, with room for per-thread temporaries.
 fn bytes_per_image(d: usize) -> u64 {
-    (d * d * 48) as u64
+    (d * d * 64) as u64
 }
 
 /// Run the pipeline stages that exist (currently: through the filtered mean and the noise

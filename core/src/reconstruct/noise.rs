@@ -284,7 +284,6 @@ pub fn estimate_noise(
     let masker = TightMasker::new(dilated_mask, d)?;
     let fft = Fft2::<f32>::new(d);
     let geom = SliceGeometry::new(d, d)?;
-    let ones = vec![1.0f32; npix];
     let window = window_mask_2d(d, 0.85, 0.99)?;
     let soft10 = super::tight_mask::soft_kernel_spectrum(d, 10, &fft);
     let soft5 = super::tight_mask::soft_kernel_spectrum(d, 5, &fft);
@@ -317,8 +316,10 @@ pub fn estimate_noise(
         backend.ctf(&params, d, ds.voxel_size(), &mut c)?;
         let mut proj = vec![Complex::new(0.0f32, 0.0); m * npix];
         backend.slice(mean, &geom, Interp::Trilinear, &rots, &mut proj)?;
-        let hard = masker.masks(backend, &rots, &ones, None)?;
-        let hard_window = masker.masks(backend, &rots, &window, None)?;
+        // One projection of the mask per image; both hard masks are thresholds of it.
+        let projections = masker.projections(backend, &rots)?;
+        let thr = masker.threshold();
+        drop(real);
         let add_image = |p: &mut Partial, i: usize| {
             let sl = i * npix..(i + 1) * npix;
             let y = &spec[sl.clone()];
@@ -330,10 +331,11 @@ pub fn estimate_noise(
                 }
             }
             // §2.2: outside the mask (soften 10), normalised by the mask energy.
-            let w10: Vec<f32> = soften(&hard[sl.clone()], &soft10)
+            let hard: Vec<f32> = projections[sl.clone()]
                 .iter()
-                .map(|m| 1.0 - m)
+                .map(|&v| if v > thr { 1.0 } else { 0.0 })
                 .collect();
+            let w10: Vec<f32> = soften(&hard, &soft10).iter().map(|m| 1.0 - m).collect();
             let energy: f64 = w10.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / npix as f64;
             if energy > 1e-6 {
                 let mut real_img = vec![0.0f32; npix];
@@ -353,14 +355,12 @@ pub fn estimate_noise(
             }
             // §2.3: outside the mask (soften 5), deconvolved.
             if deconvolve_outside {
-                let w5: Vec<f32> = soften(&hard[sl.clone()], &soft5)
-                    .iter()
-                    .map(|m| 1.0 - m)
-                    .collect();
+                let w5: Vec<f32> = soften(&hard, &soft5).iter().map(|m| 1.0 - m).collect();
                 p.outside.add(y, &w5, &fft, d);
             }
             // §2.4: the residual inside the mask (soften 5, with the image window).
-            let m5 = soften(&hard_window[sl.clone()], &soft5);
+            let hard_window: Vec<f32> = hard.iter().zip(&window).map(|(h, w)| h * w).collect();
+            let m5 = soften(&hard_window, &soft5);
             let resid: Vec<Complex<f32>> = y
                 .iter()
                 .zip(&proj[sl.clone()])

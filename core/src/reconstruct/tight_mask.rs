@@ -68,30 +68,42 @@ impl TightMasker {
     }
 
     /// The line integrals of the mask along each pose's viewing direction (`n·D²` values).
+    /// Works through the poses in chunks so the `2D × 2D` intermediate images stay small
+    /// whatever the batch size.
     pub fn projections(&self, backend: &dyn Backend, rotations: &[[f32; 9]]) -> Result<Vec<f32>> {
+        const CHUNK: usize = 64;
         let d = self.d;
         let big = 2 * d;
-        let mut spec = vec![Complex::new(0.0f32, 0.0); rotations.len() * big * big];
-        backend.slice(
-            &self.padded_ft,
-            &self.geom,
-            Interp::Trilinear,
-            rotations,
-            &mut spec,
-        )?;
-        let mut out = vec![0.0f32; rotations.len() * d * d];
         let off = d / 2;
-        spec.par_chunks_exact(big * big)
-            .zip(out.par_chunks_exact_mut(d * d))
-            .for_each(|(s, o)| {
-                let mut real = vec![0.0f32; big * big];
-                self.fft_big.inverse_real(s, &mut real);
-                for r in 0..d {
-                    o[r * d..(r + 1) * d]
-                        .copy_from_slice(&real[(r + off) * big + off..(r + off) * big + off + d]);
-                }
-            });
+        let mut out = vec![0.0f32; rotations.len() * d * d];
+        let mut spec = Vec::new();
+        for (rots, dst) in rotations.chunks(CHUNK).zip(out.chunks_mut(CHUNK * d * d)) {
+            spec.resize(rots.len() * big * big, Complex::new(0.0f32, 0.0));
+            backend.slice(
+                &self.padded_ft,
+                &self.geom,
+                Interp::Trilinear,
+                rots,
+                &mut spec,
+            )?;
+            spec.par_chunks_exact(big * big)
+                .zip(dst.par_chunks_exact_mut(d * d))
+                .for_each(|(s, o)| {
+                    let mut real = vec![0.0f32; big * big];
+                    self.fft_big.inverse_real(s, &mut real);
+                    for r in 0..d {
+                        o[r * d..(r + 1) * d].copy_from_slice(
+                            &real[(r + off) * big + off..(r + off) * big + off + d],
+                        );
+                    }
+                });
+        }
         Ok(out)
+    }
+
+    /// The projection threshold, in voxels of path length (`4·N/128`).
+    pub fn threshold(&self) -> f32 {
+        self.threshold
     }
 
     /// Per-image masks `M_i = (projection_i > threshold) · window`, then softened with a
