@@ -14,6 +14,7 @@ pub mod dataset;
 pub mod error;
 pub mod forward;
 pub mod fourier;
+pub mod heterogeneity;
 pub mod io;
 pub mod pipeline;
 pub mod plot;
