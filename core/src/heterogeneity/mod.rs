@@ -70,7 +70,9 @@ impl Context<'_> {
             )));
         }
         if self.ds.rotations().is_none() || self.ds.ctf().is_none() {
-            return Err(Error::invalid("heterogeneity needs poses and CTF parameters"));
+            return Err(Error::invalid(
+                "heterogeneity needs poses and CTF parameters",
+            ));
         }
         Ok(())
     }
