@@ -204,9 +204,9 @@ fn bad_masks_and_options_are_clear_errors() {
         let args = pipeline_args(&data, &tmp.path().join("bad"), extra);
         recovar_err(tmp.path(), &strs(&args))
     };
-    // No --only-mean: said plainly.
-    let e = run(&[]);
-    assert!(e.contains("--only-mean"), "{e}");
+    // A zdim of zero: said plainly.
+    let e = run(&["--zdim", "0,4"]);
+    assert!(e.contains("zdim"), "{e}");
     // A mask file that does not exist.
     let e = run(&["--only-mean", "--mask", "nope.mrc"]);
     assert!(e.contains("nope.mrc"), "{e}");

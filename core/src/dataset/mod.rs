@@ -498,6 +498,35 @@ impl Dataset {
         self.data_sign = if sign < 0.0 { -1.0 } else { 1.0 };
     }
 
+    /// Multiply each image's CTF contrast by `factors[i]` (the contrast-correction pass:
+    /// estimated per-image amplitudes go into the CTF, as RECOVAR does).
+    pub fn multiply_contrasts(&mut self, factors: &[f32]) -> Result<()> {
+        let ctf = self
+            .ctf
+            .as_mut()
+            .ok_or_else(|| Error::invalid("the dataset has no CTF parameters to scale"))?;
+        if factors.len() != ctf.len() {
+            return Err(Error::invalid(format!(
+                "{} contrast factors for {} images",
+                factors.len(),
+                ctf.len()
+            )));
+        }
+        if let Some((i, f)) = factors
+            .iter()
+            .enumerate()
+            .find(|(_, f)| !f.is_finite() || **f <= 0.0)
+        {
+            return Err(Error::invalid(format!(
+                "contrast factor {i} is {f}; it must be positive"
+            )));
+        }
+        for (c, f) in ctf.iter_mut().zip(factors) {
+            c.contrast *= f;
+        }
+        Ok(())
+    }
+
     /// Bytes of one image in memory (f32).
     pub fn image_bytes(&self) -> usize {
         self.box_size * self.box_size * std::mem::size_of::<f32>()

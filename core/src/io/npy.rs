@@ -1178,6 +1178,74 @@ impl<'a> LitParser<'a> {
     }
 }
 
+/// Element types [`write`] can store.
+pub enum NpyData<'a> {
+    /// `<f4`
+    F32(&'a [f32]),
+    /// `<f8`
+    F64(&'a [f64]),
+    /// `<c8` (complex64: re, im f32 pairs)
+    C64(&'a [num_complex::Complex<f32>]),
+    /// `<i8`
+    I64(&'a [i64]),
+}
+
+/// Write a plain C-order `.npy` file (format 1.0, little endian), atomically; `np.load`
+/// reads it back with this shape and dtype.
+pub fn write(path: impl AsRef<Path>, shape: &[usize], data: NpyData<'_>) -> Result<()> {
+    let path = path.as_ref();
+    let (descr, len) = match &data {
+        NpyData::F32(v) => ("<f4", v.len()),
+        NpyData::F64(v) => ("<f8", v.len()),
+        NpyData::C64(v) => ("<c8", v.len()),
+        NpyData::I64(v) => ("<i8", v.len()),
+    };
+    let want: usize = shape.iter().product();
+    if want != len {
+        return Err(Error::invalid(format!(
+            "{}: shape {shape:?} needs {want} values, got {len}",
+            path.display()
+        )));
+    }
+    let shape_text = match shape.len() {
+        1 => format!("({},)", shape[0]),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_text}, }}");
+    // Pad with spaces so magic + length + header + newline is a multiple of 64 bytes.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + len * 8);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    match data {
+        NpyData::F32(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        NpyData::F64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+        NpyData::C64(v) => v.iter().for_each(|x| {
+            out.extend_from_slice(&x.re.to_le_bytes());
+            out.extend_from_slice(&x.im.to_le_bytes());
+        }),
+        NpyData::I64(v) => v
+            .iter()
+            .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+    }
+    super::atomic::write_bytes(path, &out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1250,5 +1318,27 @@ mod tests {
         assert!(ScalarType::parse("|O").is_err());
         assert!(ScalarType::parse("<f3").is_err());
         assert!(ScalarType::parse("").is_err());
+    }
+}
+
+#[cfg(test)]
+mod writer_tests {
+    use super::*;
+
+    #[test]
+    fn written_files_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        write(&p, &[2, 3], NpyData::F32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0])).unwrap();
+        let a = NpyArray::read(&p).unwrap();
+        assert_eq!(a.shape(), &[2, 3]);
+        assert_eq!(a.to_f64().unwrap(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(std::fs::read(&p).unwrap().len() % 64, 24);
+        write(&p, &[3], NpyData::I64(&[1, -2, 3])).unwrap();
+        assert_eq!(
+            NpyArray::read(&p).unwrap().to_f64().unwrap(),
+            vec![1.0, -2.0, 3.0]
+        );
+        assert!(write(&p, &[4], NpyData::F64(&[1.0])).is_err());
     }
 }

@@ -10,7 +10,9 @@
 //! ```
 //!
 //! [`post_process`] turns `(A, B)` into a volume (regularized division, inverse FFT, crop to
-//! N, soft spherical mask, gridding correction); the prior is
+//! N, soft spherical mask, gridding correction); [`post_process_with`] is the same on a grid
+//! of any oversampling (1 for the covariance columns of §5.5), optionally complex and
+//! masked. The prior is
 //! `τ(r) = SNR(r) / shell_mean(d)(r)` with `SNR = FSC/(1 − FSC)` from the unregularized
 //! halves. The combined mean is the average of the unregularized halves (`triangular`,
 //! RECOVAR's default) or of the regularized ones (`triangular_reg`).
@@ -151,26 +153,48 @@ fn coord(i: usize, n: usize) -> f64 {
     i as f64 - (n / 2) as f64
 }
 
-/// Post-process accumulators into a volume (§3.2). `tau` is a per-shell prior on the N grid
-/// (length N/2 − 1; shells beyond use the last value), or `None` for the unregularized
-/// estimate. Returns the real-space `n³` volume and its centered spectrum.
-pub fn post_process(
+/// `1/τ` as the regularized denominator adds it at one voxel (§3.2 step 1, RECOVAR's
+/// `adjust_regularization_relion_style`): `1/(s³·τ)` for a usable prior, `1/(0.001·a)` where
+/// the prior vanishes but the data weight `a` does not, and 0 where both vanish. `s3` is the
+/// cube of the oversampling factor (the prior lives on the N grid, the weights on the
+/// oversampled one).
+#[inline]
+pub(crate) fn inverse_prior(tau: f64, a: f64, s3: f64) -> f64 {
+    if tau > 1e-20 {
+        1.0 / (s3 * tau)
+    } else if a > 1e-20 {
+        1.0 / (0.001 * a)
+    } else {
+        0.0
+    }
+}
+
+/// The shell floors of the regularized denominator from its shell means (shells
+/// `0..nv/2 − 1`): a thousandth of each mean; voxels in later shells use the last floor.
+pub(crate) fn denominator_floors(shell_means: &[f64]) -> Vec<f64> {
+    shell_means.iter().map(|v| v / 1000.0).collect()
+}
+
+/// The regularized denominator of §3.2 step 1 on an `nv³` grid oversampled `upsampling`
+/// times (`nv = upsampling·N`): `A' = A + inverse_prior(τ_up)` with the per-shell prior `tau`
+/// (N-grid shells, the last value extended) read at shell `round(|k|/s)`, then floored at
+/// `shell_mean(A')/1000` per shell and at 1e-16. `tau = None` only floors (the unregularized
+/// estimate, and the CTF weights of the variance, §5.2).
+pub fn regularized_denominator(
     a: &[f64],
-    b: &[Complex<f64>],
-    n: usize,
+    nv: usize,
+    upsampling: usize,
     tau: Option<&[f64]>,
-) -> Result<(Vec<f32>, Vec<Complex<f32>>)> {
-    let nv = 2 * n;
+) -> Result<Vec<f64>> {
     let len = nv * nv * nv;
-    if a.len() != len || b.len() != len {
+    if upsampling == 0 || nv < 4 || a.len() != len {
         return Err(Error::invalid(format!(
-            "post-processing expects 2N-grid accumulators of {len} values, got {} and {}",
-            a.len(),
-            b.len()
+            "regularized denominator: {} values for a {nv}³ grid oversampled {upsampling}×",
+            a.len()
         )));
     }
-    let s3 = 8.0f64;
-    // Regularized denominator.
+    let s = upsampling as f64;
+    let s3 = s * s * s;
     let mut reg: Vec<f64> = a.to_vec();
     if let Some(tau) = tau {
         if tau.is_empty() {
@@ -182,59 +206,168 @@ pub fn post_process(
                     let i = (z * nv + y) * nv + x;
                     let r =
                         (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
-                    let shell = ((r / 2.0).round() as usize).min(tau.len() - 1);
-                    let t = tau[shell];
-                    let inv_tau = if t > 1e-20 {
-                        1.0 / (s3 * t)
-                    } else if a[i] > 1e-20 {
-                        1.0 / (0.001 * a[i])
-                    } else {
-                        0.0
-                    };
-                    reg[i] += inv_tau;
+                    let shell = ((r / s).round() as usize).min(tau.len() - 1);
+                    reg[i] += inverse_prior(tau[shell], a[i], s3);
                 }
             }
         }
     }
     // Floor at 1/1000 of the shell average (shells 0..nv/2−2; beyond: the last one).
     let count = nv / 2 - 1;
-    let avg: Vec<f64> = shell_means(&reg, nv, count)
-        .iter()
-        .map(|v| v / 1000.0)
-        .collect();
+    let avg = denominator_floors(&shell_means(&reg, nv, count));
     let shells = shell_index_3d(nv);
+    for (r, &sh) in reg.iter_mut().zip(&shells) {
+        let floor = avg[(sh as usize).min(count - 1)];
+        *r = r.max(floor).max(EPSILON);
+    }
+    Ok(reg)
+}
+
+/// How [`post_process_with`] turns accumulators into a volume.
+#[derive(Clone, Copy, Debug)]
+pub struct PostProcessOptions<'a> {
+    /// Oversampling of the accumulator grid: 2 for the mean (2N grid), 1 for covariance
+    /// columns (N grid).
+    pub upsampling: usize,
+    /// Per-shell prior on the N grid (N/2 − 1 shells, the last extended), or `None` for the
+    /// unregularized estimate.
+    pub tau: Option<&'a [f64]>,
+    /// Real-space mask multiplied in after the spherical mask (covariance columns with
+    /// `use_mask_in_fsc`), `N³`.
+    pub volume_mask: Option<&'a [f32]>,
+    /// Keep the imaginary part of the real-space volume. The mean is real (its spectrum is
+    /// Hermitian) and drops it; a covariance column `Σ[:, ξ]` is the spectrum of a complex
+    /// volume and must keep it.
+    pub complex: bool,
+}
+
+/// Post-process accumulators into a volume (§3.2). `tau` is a per-shell prior on the N grid
+/// (length N/2 − 1; shells beyond use the last value), or `None` for the unregularized
+/// estimate. Returns the real-space `n³` volume and its centered spectrum. This is the mean's
+/// 2N-grid form of [`post_process_with`].
+pub fn post_process(
+    a: &[f64],
+    b: &[Complex<f64>],
+    n: usize,
+    tau: Option<&[f64]>,
+) -> Result<(Vec<f32>, Vec<Complex<f32>>)> {
+    post_process_with(
+        a,
+        b,
+        n,
+        &PostProcessOptions {
+            upsampling: 2,
+            tau,
+            volume_mask: None,
+            complex: false,
+        },
+    )
+}
+
+/// RECOVAR's `post_process_from_filter_v2` on an `s·N` grid (`s = opts.upsampling`):
+/// 1. `A' =` [`regularized_denominator`]`(A, sN, s, τ)`;
+/// 2. `V = B · 1[|k| ≤ sN/2 − 1] / A'`;
+/// 3. inverse 3-D DFT (size `sN`) and crop of the central `N³` (the real part only unless
+///    `opts.complex`);
+/// 4. RELION's soft spherical mask (radius N/2, cosine width 3), real and imaginary parts
+///    alike (the mask and its background average are linear);
+/// 5. multiplication by `opts.volume_mask` when given;
+/// 6. gridding correction for the trilinear kernel on an `s`-times oversampled grid;
+/// 7. forward DFT.
+///
+/// Returns the real part of the real-space volume and the centered spectrum.
+pub fn post_process_with(
+    a: &[f64],
+    b: &[Complex<f64>],
+    n: usize,
+    opts: &PostProcessOptions<'_>,
+) -> Result<(Vec<f32>, Vec<Complex<f32>>)> {
+    let s = opts.upsampling;
+    if s == 0 || n < 2 || !n.is_multiple_of(2) {
+        return Err(Error::invalid(format!(
+            "post-processing: volume side {n} must be even and the upsampling {s} ≥ 1"
+        )));
+    }
+    let nv = s * n;
+    let len = nv * nv * nv;
+    if a.len() != len || b.len() != len {
+        return Err(Error::invalid(format!(
+            "post-processing expects {nv}³-grid accumulators of {len} values, got {} and {}",
+            a.len(),
+            b.len()
+        )));
+    }
+    if let Some(m) = opts.volume_mask {
+        if m.len() != n * n * n {
+            return Err(Error::invalid(format!(
+                "post-processing: the volume mask has {} values, expected {n}³",
+                m.len()
+            )));
+        }
+    }
+    let den = regularized_denominator(a, nv, s, opts.tau)?;
     let max_r = (nv / 2 - 1) as f64 + 1e-7;
     let mut vol = vec![Complex::new(0.0f32, 0.0); len];
     for z in 0..nv {
         for y in 0..nv {
             for x in 0..nv {
                 let i = (z * nv + y) * nv + x;
-                let floor = avg[(shells[i] as usize).min(count - 1)];
-                let den = reg[i].max(floor).max(EPSILON);
                 let r = (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
                 if r < max_r {
-                    let v = b[i] / den;
+                    let v = b[i] / den[i];
                     vol[i] = Complex::new(v.re as f32, v.im as f32);
                 }
             }
         }
     }
-    // Back to real space on the 2N grid, crop the central N³.
-    let big = Fft3::<f32>::new(nv);
-    let mut big_real = vec![0.0f32; len];
-    big.inverse_to_real(&mut vol, &mut big_real);
-    let off = n / 2;
-    let mut out = vec![0.0f32; n * n * n];
+    // Back to real space on the sN grid, crop the central N³.
+    Fft3::<f32>::new(nv).inverse(&mut vol);
+    let off = (nv - n) / 2;
+    let mut re = vec![0.0f32; n * n * n];
+    let mut im = if opts.complex {
+        vec![0.0f32; n * n * n]
+    } else {
+        Vec::new()
+    };
     for z in 0..n {
         for y in 0..n {
             let src = ((z + off) * nv + y + off) * nv + off;
-            out[(z * n + y) * n..(z * n + y + 1) * n].copy_from_slice(&big_real[src..src + n]);
+            let dst = (z * n + y) * n;
+            for x in 0..n {
+                re[dst + x] = vol[src + x].re;
+                if opts.complex {
+                    im[dst + x] = vol[src + x].im;
+                }
+            }
         }
     }
-    soft_mask_outside_map(&mut out, n, (n / 2) as f64, 3.0)?;
-    gridding_correct(&mut out, n, 2.0, GriddingKernel::Trilinear)?;
-    let spec = Fft3::<f32>::new(n).forward_real_vec(&out);
-    Ok((out, spec))
+    drop(vol);
+    let parts: Vec<&mut Vec<f32>> = if opts.complex {
+        vec![&mut re, &mut im]
+    } else {
+        vec![&mut re]
+    };
+    for part in parts {
+        soft_mask_outside_map(part, n, (n / 2) as f64, 3.0)?;
+        if let Some(m) = opts.volume_mask {
+            for (v, w) in part.iter_mut().zip(m) {
+                *v *= w;
+            }
+        }
+        gridding_correct(part, n, s as f64, GriddingKernel::Trilinear)?;
+    }
+    let spec = if opts.complex {
+        let mut c: Vec<Complex<f32>> = re
+            .iter()
+            .zip(&im)
+            .map(|(&r, &i)| Complex::new(r, i))
+            .collect();
+        Fft3::<f32>::new(n).forward(&mut c);
+        c
+    } else {
+        Fft3::<f32>::new(n).forward_real_vec(&re)
+    };
+    Ok((re, spec))
 }
 
 /// The Wiener prior per shell (§3.3) from the unregularized halves' FSC and the prior

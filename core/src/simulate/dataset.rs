@@ -1,4 +1,4 @@
-//! Simulating a particle dataset from the [`Phantom`](super::phantom::Phantom), with every
+//! Simulating a particle dataset from the [`Phantom`](crate::simulate::phantom::Phantom), with every
 //! hidden variable recorded.
 //!
 //! Image formation follows the model the reconstruction inverts (algorithms.md §1.1):
@@ -57,6 +57,10 @@ pub struct SimulationOptions {
     pub n_tilts: usize,
     /// Standard deviation of the in-plane shifts, in pixels (clipped at 3σ).
     pub shift_std_px: f64,
+    /// Let the arm swing (continuous heterogeneity). `false` holds it at the rest angle, so
+    /// the only heterogeneity is the three discrete lid states (the hinge draws are still
+    /// made, so every other random choice is the same).
+    pub hinge: bool,
 }
 
 impl Default for SimulationOptions {
@@ -69,6 +73,7 @@ impl Default for SimulationOptions {
             tilt_series: false,
             n_tilts: 27,
             shift_std_px: 1.0,
+            hinge: true,
         }
     }
 }
@@ -504,7 +509,8 @@ fn draw_params(opts: &SimulationOptions, voxel_size: f64) -> Vec<ImageParams> {
         } else {
             2
         };
-        let latent = rng.uniform_in(-1.0, 1.0);
+        let drawn = rng.uniform_in(-1.0, 1.0);
+        let latent = if opts.hinge { drawn } else { 0.0 };
         let contrast = 1.0 + 0.1 * rng.normal();
         let dfu = rng.uniform_in(15_000.0, 30_000.0);
         let dfv = dfu - rng.uniform_in(0.0, 500.0);

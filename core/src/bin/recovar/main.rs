@@ -49,7 +49,7 @@ enum Command {
     Downsample(downsample::Args),
     /// Describe a dataset (particles + poses + CTF) and check that its parts agree
     Info(info::Args),
-    /// Run the RECOVAR pipeline (currently: mean, masks and noise model, with --only-mean)
+    /// Run the RECOVAR pipeline: mean, masks, noise, covariance, principal components, embeddings
     Pipeline(pipeline::Args),
     /// Simulate a heterogeneous dataset with known ground truth
     #[command(name = "make_test_dataset", alias = "make-test-dataset")]

@@ -37,6 +37,9 @@ pub struct Args {
     /// Tilts per particle (with --tilt-series)
     #[arg(long = "n-tilts", alias = "ntilts", default_value_t = 27)]
     n_tilts: usize,
+    /// Hold the hinged arm at rest: only the three discrete lid states vary
+    #[arg(long = "discrete-only")]
+    discrete_only: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -48,6 +51,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         tilt_series: a.tilt_series,
         n_tilts: a.n_tilts,
+        hinge: !a.discrete_only,
         ..Default::default()
     };
     let backend = CpuBackend::new();

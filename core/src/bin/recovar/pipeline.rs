@@ -1,15 +1,16 @@
-//! `recovar pipeline particles -o out --poses poses.pkl --ctf ctf.pkl [--mask M] --only-mean`
+//! `recovar pipeline particles -o out --poses poses.pkl --ctf ctf.pkl [--mask M] [--zdim 1,2,4,10,20]
+//!  [--correct-contrast] [--only-mean] ...`
 //!
-//! Arguments turned into [`recovar_core::pipeline::run_mean_stages`]; outputs in the Python
-//! tool's layout (see the library docs). The covariance and embedding stages come next;
-//! until then the pipeline runs with `--only-mean`.
+//! Arguments turned into [`recovar_core::pipeline::run_pipeline`]; outputs in the Python
+//! tool's layout (see the library docs).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{DatasetOptions, Uninvert};
-use recovar_core::pipeline::{run_mean_stages, PipelineOptions};
+use recovar_core::heterogeneity::CovarianceOptions;
+use recovar_core::pipeline::{run_pipeline, PipelineOptions};
 use recovar_core::reconstruct::mask::{MaskOption, MaskSettings};
 use recovar_core::reconstruct::mean::MeanFn;
 use recovar_core::reconstruct::noise::NoiseModel;
@@ -45,6 +46,30 @@ pub struct Args {
     /// Compute only the mean, masks and noise model
     #[arg(long = "only-mean")]
     only_mean: bool,
+    /// Latent dimensions to embed, comma-separated
+    #[arg(long, default_value = "1,2,4,10,20", value_delimiter = ',')]
+    zdim: Vec<usize>,
+    /// Estimate and correct per-image amplitude (contrast) variation; runs the pipeline twice
+    #[arg(long = "correct-contrast")]
+    correct_contrast: bool,
+    /// With --correct-contrast: run again once contrast is estimated (the default; accepted for compatibility)
+    #[arg(long = "do-over-with-contrast")]
+    do_over_with_contrast: bool,
+    /// Ignore the zero frequency (multiply its noise variance by 1e16): for images normalized to zero mean
+    #[arg(long = "ignore-zero-frequency")]
+    ignore_zero_frequency: bool,
+    /// Fewer covariance columns (50), sketch 100, 100 PCs
+    #[arg(long = "low-memory-option")]
+    low_memory_option: bool,
+    /// Fewest covariance columns (25), sketch 35, 30 PCs
+    #[arg(long = "very-low-memory-option")]
+    very_low_memory_option: bool,
+    /// Do not mask images with the projected dilated mask in the covariance estimation
+    #[arg(long = "dont-use-image-mask")]
+    dont_use_image_mask: bool,
+    /// Also save the covariance columns (model/covariance_cols.pkl and .npy)
+    #[arg(long = "keep-intermediate")]
+    keep_intermediate: bool,
     /// Filter particles by these indices (.pkl)
     #[arg(long, value_name = "PKL")]
     ind: Option<PathBuf>,
@@ -75,12 +100,20 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if !a.only_mean {
-        bail!(
-            "this version computes the mean, masks and noise model; the covariance and \
-             embedding stages are not in it yet. Run with --only-mean."
-        );
+    if a.do_over_with_contrast && !a.correct_contrast {
+        bail!("--do-over-with-contrast needs --correct-contrast");
     }
+    if a.low_memory_option && a.very_low_memory_option {
+        bail!("give at most one of --low-memory-option and --very-low-memory-option");
+    }
+    let mut covariance = if a.very_low_memory_option {
+        CovarianceOptions::very_low_memory()
+    } else if a.low_memory_option {
+        CovarianceOptions::low_memory()
+    } else {
+        CovarianceOptions::default()
+    };
+    covariance.mask_images = !a.dont_use_image_mask;
     if !(a.memory_budget.is_finite() && a.memory_budget > 0.0) {
         bail!("--memory-budget must be a positive number of GB");
     }
@@ -106,13 +139,19 @@ pub fn run(a: Args) -> Result<()> {
         focus_mask: a.focus_mask,
         noise_model: a.noise_model.parse::<NoiseModel>()?,
         mean_fn: a.mean_fn.parse::<MeanFn>()?,
+        only_mean: a.only_mean,
+        zdims: a.zdim,
+        correct_contrast: a.correct_contrast,
+        ignore_zero_frequency: a.ignore_zero_frequency,
+        covariance,
+        keep_intermediate: a.keep_intermediate,
         memory_budget: (a.memory_budget * 1e9) as u64,
         seed: 0,
         command_line,
     };
     let backend = CpuBackend::new();
     let bar = ProgressBar::new("pipeline");
-    let summary = run_mean_stages(&opts, &backend, &bar)?;
+    let summary = run_pipeline(&opts, &backend, &bar)?;
     bar.finish();
     println!(
         "{} images, {}px at {:.3} Å: half-map FSC resolution {:.2} Å (0.5), {:.2} Å (0.143){}",
@@ -127,6 +166,22 @@ pub fn run(a: Args) -> Result<()> {
             ""
         }
     );
+    if !summary.eigenvalues.is_empty() {
+        let top: Vec<String> = summary
+            .eigenvalues
+            .iter()
+            .take(5)
+            .map(|v| format!("{v:.3e}"))
+            .collect();
+        println!(
+            "{} principal components; top eigenvalues {}",
+            summary.eigenvalues.len(),
+            top.join(", ")
+        );
+    }
+    if !summary.resumed.is_empty() {
+        println!("resumed from checkpoints: {}", summary.resumed.join(", "));
+    }
     for t in &summary.timings {
         println!(
             "  {:<18} {:>8.2} s{}",

@@ -1,0 +1,825 @@
+//! The projected covariance: per-image products, the Gram matrix of the packed `G_i`, its
+//! re-indexing into the normal matrix, and the preconditioned CG solve (module docs of
+//! [`super`]).
+
+use faer::linalg::matmul::matmul;
+use faer::linalg::matmul::triangular::{matmul as tri_matmul, BlockStructure};
+use faer::{Accum, Mat, MatMut, MatRef, Par};
+use num_complex::Complex;
+use rayon::prelude::*;
+
+use super::dense::{eigh_desc, mul};
+use super::recombine::recombine_in_place;
+use super::slicer::{HalfBall, HalfPlane};
+use super::{check_vectors, Basis, SolveStats};
+use crate::error::{Error, Result};
+use crate::forward::{cubic, Interp, SliceGeometry};
+use crate::fourier::radial_to_image_2d;
+use crate::heterogeneity::Context;
+use crate::progress::{report, Progress};
+
+/// Images per Gram update `W += VᵀV` (fixed: the f64 sums then never depend on the batch
+/// size; large enough that each update streams `W` once per 256 images).
+const GRAM_GROUP: usize = 256;
+/// Tile side of the Gram update.
+const TILE: usize = 256;
+/// Fixed row chunks of the matrix-vector product (private partial sums, added in order).
+const GEMV_CHUNKS: usize = 32;
+/// Images whose per-image products are computed in parallel before being summed in order.
+const SUB_BATCH: usize = 64;
+/// Relative residual at which CG stops.
+const CG_TOL: f64 = 1e-10;
+/// CG iteration cap.
+const CG_MAX_ITER: usize = 2000;
+/// RECOVAR's Tikhonov scale: `ε = 1e-6·trace(L)/P`.
+const TIKHONOV: f64 = 1e-6;
+/// RECOVAR's floor for non-positive eigenvalues.
+const EIGEN_FLOOR: f64 = 1e-16;
+/// Refuse normal matrices above this size (q ≈ 300 at 32 GiB).
+const MAX_NORMAL_BYTES: usize = 32 << 30;
+
+/// Index of the pair `(a, c)`, `a ≤ c`, in the row-major upper triangle of a `q × q` matrix
+/// (numpy's `triu_indices` order, RECOVAR's svec order).
+#[inline(always)]
+fn pair(a: usize, c: usize, q: usize) -> usize {
+    a * (2 * q - a + 1) / 2 + (c - a)
+}
+
+/// The same for an unordered pair.
+#[inline(always)]
+fn upair(a: usize, c: usize, q: usize) -> usize {
+    if a <= c {
+        pair(a, c, q)
+    } else {
+        pair(c, a, q)
+    }
+}
+
+/// svec scale of pair `(a, c)`: 1 on the diagonal, √2 off it.
+#[inline(always)]
+fn svec_scale(a: usize, c: usize) -> f64 {
+    if a == c {
+        1.0
+    } else {
+        std::f64::consts::SQRT_2
+    }
+}
+
+/// The pairs `(a, c)` of every svec index.
+fn pairs(q: usize) -> Vec<(usize, usize)> {
+    (0..q).flat_map(|a| (a..q).map(move |c| (a, c))).collect()
+}
+
+/// A symmetric `P × P` matrix as its packed upper triangle, row by row (row `r` holds
+/// columns `r..P`), in f64.
+pub(super) struct SymPacked {
+    p: usize,
+    data: Vec<f64>,
+}
+
+impl SymPacked {
+    fn zeros(p: usize) -> Result<Self> {
+        let len = p
+            .checked_mul(p + 1)
+            .map(|v| v / 2)
+            .filter(|&v| v.checked_mul(8).is_some_and(|b| b <= MAX_NORMAL_BYTES))
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "projected covariance: the normal matrix for {p} unknowns would exceed \
+                     {} GiB; use fewer PCs",
+                    MAX_NORMAL_BYTES >> 30
+                ))
+            })?;
+        Ok(SymPacked {
+            p,
+            data: vec![0.0; len],
+        })
+    }
+
+    /// Offset of row `r`.
+    #[inline(always)]
+    fn off(&self, r: usize) -> usize {
+        r * (2 * self.p - r + 1) / 2
+    }
+
+    /// Mutable row blocks `[r0, r1)` for consecutive boundaries.
+    fn row_blocks(&mut self, bounds: &[usize]) -> Vec<(usize, &mut [f64])> {
+        let offs: Vec<usize> = bounds.iter().map(|&r| self.off(r)).collect();
+        let mut out = Vec::with_capacity(bounds.len().saturating_sub(1));
+        let mut rest = &mut self.data[offs[0]..];
+        for (k, w) in offs.windows(2).enumerate() {
+            let (head, tail) = rest.split_at_mut(w[1] - w[0]);
+            out.push((bounds[k], head));
+            rest = tail;
+        }
+        out
+    }
+
+    /// `W += Vᵀ V` for the `g × P` row-major `v` (upper triangle only).
+    fn add_gram(&mut self, v: &[f64], g: usize) {
+        let p = self.p;
+        let vm = MatRef::from_row_major_slice(v, g, p);
+        let tiles: Vec<(usize, usize)> = (0..p)
+            .step_by(TILE)
+            .map(|i0| (i0, (i0 + TILE).min(p)))
+            .collect();
+        let mut bounds: Vec<usize> = tiles.iter().map(|t| t.0).collect();
+        bounds.push(p);
+        let off_of = move |r: usize| r * (2 * p - r + 1) / 2;
+        let blocks = self.row_blocks(&bounds);
+        blocks.into_par_iter().for_each(|(i0, rows)| {
+            let i1 = (i0 + TILE).min(p);
+            let base = off_of(i0);
+            let vi = vm.subcols(i0, i1 - i0);
+            let mut tmp = vec![0.0f64; TILE * (i1 - i0)];
+            for &(j0, j1) in tiles.iter().filter(|t| t.0 >= i0) {
+                let tj = j1 - j0;
+                // tmp = V_Jᵀ V_I (tj × ti, column-major): column r − i0 is row r of the tile.
+                let t =
+                    MatMut::from_column_major_slice_mut(&mut tmp[..tj * (i1 - i0)], tj, i1 - i0);
+                matmul(
+                    t,
+                    Accum::Replace,
+                    vm.subcols(j0, tj).transpose(),
+                    vi,
+                    1.0,
+                    Par::Seq,
+                );
+                for r in i0..i1 {
+                    let c0 = j0.max(r);
+                    if c0 >= j1 {
+                        continue;
+                    }
+                    let row = off_of(r) - base;
+                    let dst = &mut rows[row + (c0 - r)..row + (j1 - r)];
+                    let src = &tmp[(r - i0) * tj + (c0 - j0)..(r - i0) * tj + tj];
+                    for (d, s) in dst.iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        });
+    }
+
+    /// Rewrite the Gram matrix `W[{a,c},{b,d}] = Σ_i G_i[a,c] G_i[b,d]` into the packed
+    /// normal matrix `L` (module docs of [`super`]), in place. All entries of both that
+    /// involve the index multiset `{a ≤ b ≤ c ≤ d}` sit in rows whose pair starts with `a`,
+    /// so the rows split by `a` into independent parallel tasks.
+    fn gram_to_normal(&mut self, q: usize) {
+        let p = self.p;
+        let mut bounds: Vec<usize> = (0..q).map(|a| pair(a, a, q)).collect();
+        bounds.push(p);
+        let off_of = move |r: usize| r * (2 * p - r + 1) / 2;
+        let blocks = self.row_blocks(&bounds);
+        blocks
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(a, (r0, block))| {
+                let base = off_of(r0);
+                let at = |x: usize, y: usize| off_of(x) - base + (y - x);
+                // A position: the two pairs, smaller pair index first.
+                let pos = |p1: (usize, usize), p2: (usize, usize)| {
+                    let (x, y) = (upair(p1.0, p1.1, q), upair(p2.0, p2.1, q));
+                    let s1 = (p1.0.min(p1.1), p1.0.max(p1.1));
+                    let s2 = (p2.0.min(p2.1), p2.0.max(p2.1));
+                    if x <= y {
+                        (x, y, s1, s2)
+                    } else {
+                        (y, x, s2, s1)
+                    }
+                };
+                for b in a..q {
+                    for c in b..q {
+                        for d in c..q {
+                            let ps = [
+                                pos((a, b), (c, d)),
+                                pos((a, c), (b, d)),
+                                pos((a, d), (b, c)),
+                            ];
+                            let w = ps.map(|t| block[at(t.0, t.1)]);
+                            let get = |x: usize, y: usize| -> f64 {
+                                let (x, y) = (x.min(y), x.max(y));
+                                ps.iter()
+                                    .zip(&w)
+                                    .find(|(t, _)| t.0 == x && t.1 == y)
+                                    .map_or(0.0, |(_, &v)| v)
+                            };
+                            let mut new = [0.0f64; 3];
+                            for (k, t) in ps.iter().enumerate() {
+                                let ((r, c1), (r2, c2)) = (t.2, t.3);
+                                let mut v = get(upair(r, r2, q), upair(c1, c2, q));
+                                if r2 != c2 {
+                                    v += get(upair(r, c2, q), upair(c1, r2, q));
+                                }
+                                new[k] = v * svec_scale(r, c1) / svec_scale(r2, c2);
+                            }
+                            for (t, v) in ps.iter().zip(new) {
+                                block[at(t.0, t.1)] = v;
+                            }
+                        }
+                    }
+                }
+            });
+    }
+
+    /// Balanced fixed row chunks for the matrix-vector product.
+    fn gemv_chunks(&self) -> Vec<usize> {
+        let total = self.data.len();
+        let mut bounds = vec![0usize];
+        let mut r = 0;
+        for k in 1..GEMV_CHUNKS {
+            let target = total * k / GEMV_CHUNKS;
+            while r < self.p && self.off(r) < target {
+                r += 1;
+            }
+            if r > *bounds.last().unwrap_or(&0) && r < self.p {
+                bounds.push(r);
+            }
+        }
+        bounds.push(self.p);
+        bounds
+    }
+
+    /// `y = (W + eps·I) x`.
+    fn apply(&self, bounds: &[usize], eps: f64, x: &[f64], y: &mut [f64]) {
+        let p = self.p;
+        let partials: Vec<Vec<f64>> = bounds
+            .par_windows(2)
+            .map(|w| {
+                let mut yl = vec![0.0f64; p];
+                for r in w[0]..w[1] {
+                    let row = &self.data[self.off(r)..self.off(r) + (p - r)];
+                    let xr = x[r];
+                    let xs = &x[r..];
+                    let (mut s0, mut s1, mut s2, mut s3) = (row[0] * xs[0], 0.0, 0.0, 0.0);
+                    let ys = &mut yl[r..];
+                    let mut k = 1;
+                    while k + 4 <= row.len() {
+                        s0 += row[k] * xs[k];
+                        s1 += row[k + 1] * xs[k + 1];
+                        s2 += row[k + 2] * xs[k + 2];
+                        s3 += row[k + 3] * xs[k + 3];
+                        ys[k] += row[k] * xr;
+                        ys[k + 1] += row[k + 1] * xr;
+                        ys[k + 2] += row[k + 2] * xr;
+                        ys[k + 3] += row[k + 3] * xr;
+                        k += 4;
+                    }
+                    while k < row.len() {
+                        s0 += row[k] * xs[k];
+                        ys[k] += row[k] * xr;
+                        k += 1;
+                    }
+                    ys[0] += (s0 + s1) + (s2 + s3);
+                }
+                yl
+            })
+            .collect();
+        for (yv, xv) in y.iter_mut().zip(x) {
+            *yv = eps * xv;
+        }
+        for part in &partials {
+            for (yv, pv) in y.iter_mut().zip(part) {
+                *yv += pv;
+            }
+        }
+    }
+
+    fn trace(&self) -> f64 {
+        (0..self.p).map(|r| self.data[self.off(r)]).sum()
+    }
+}
+
+/// `(S ⊗ S / n + εI)⁻¹` on svec vectors, `S = Σ_i G_i = E diag(e) Eᵀ`.
+struct KronPreconditioner {
+    q: usize,
+    e: Mat<f64>,
+    inv: Mat<f64>,
+    pairs: Vec<(usize, usize)>,
+}
+
+impl KronPreconditioner {
+    fn new(sum_g: &[f64], q: usize, n_images: usize, eps: f64) -> Result<Self> {
+        let pairs = pairs(q);
+        let mut s = Mat::<f64>::zeros(q, q);
+        for (&(a, c), &v) in pairs.iter().zip(sum_g) {
+            s[(a, c)] = v;
+            s[(c, a)] = v;
+        }
+        let (e_vals, e) = eigh_desc(s.as_ref(), "projected covariance preconditioner")?;
+        let nf = n_images.max(1) as f64;
+        let inv = Mat::<f64>::from_fn(q, q, |j, k| {
+            let d = e_vals[j].max(0.0) * e_vals[k].max(0.0) / nf + eps;
+            if d > 0.0 {
+                1.0 / d
+            } else {
+                1.0
+            }
+        });
+        Ok(KronPreconditioner { q, e, inv, pairs })
+    }
+
+    fn apply(&self, x: &[f64], out: &mut [f64]) {
+        let gam = smat(x, self.q, &self.pairs);
+        let mut t = mul(
+            mul(self.e.transpose(), gam.as_ref()).as_ref(),
+            self.e.as_ref(),
+        );
+        for j in 0..self.q {
+            for k in 0..self.q {
+                t[(j, k)] *= self.inv[(j, k)];
+            }
+        }
+        let g2 = mul(
+            mul(self.e.as_ref(), t.as_ref()).as_ref(),
+            self.e.transpose(),
+        );
+        for (o, &(a, c)) in out.iter_mut().zip(&self.pairs) {
+            *o = 0.5 * (g2[(a, c)] + g2[(c, a)]) * svec_scale(a, c);
+        }
+    }
+}
+
+/// The symmetric matrix of an svec vector.
+fn smat(x: &[f64], q: usize, pairs: &[(usize, usize)]) -> Mat<f64> {
+    let mut m = Mat::<f64>::zeros(q, q);
+    for (&v, &(a, c)) in x.iter().zip(pairs) {
+        let val = v / svec_scale(a, c);
+        m[(a, c)] = val;
+        m[(c, a)] = val;
+    }
+    m
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Solve `(L + εI) x = b` by preconditioned CG; returns `x`, iterations, relative residual.
+fn pcg(
+    l: &SymPacked,
+    eps: f64,
+    b: &[f64],
+    prec: &KronPreconditioner,
+    progress: &dyn Progress,
+) -> Result<(Vec<f64>, usize, f64)> {
+    let p = b.len();
+    let bounds = l.gemv_chunks();
+    let bnorm = dot(b, b).sqrt();
+    if bnorm == 0.0 {
+        return Ok((vec![0.0; p], 0, 0.0));
+    }
+    let mut x = vec![0.0; p];
+    prec.apply(b, &mut x);
+    let mut ax = vec![0.0; p];
+    l.apply(&bounds, eps, &x, &mut ax);
+    let mut r: Vec<f64> = b.iter().zip(&ax).map(|(bv, av)| bv - av).collect();
+    let mut z = vec![0.0; p];
+    prec.apply(&r, &mut z);
+    let mut d = z.clone();
+    let mut rz = dot(&r, &z);
+    let mut ad = vec![0.0; p];
+    let mut it = 0;
+    let mut rel = dot(&r, &r).sqrt() / bnorm;
+    while rel > CG_TOL && it < CG_MAX_ITER {
+        it += 1;
+        l.apply(&bounds, eps, &d, &mut ad);
+        let dad = dot(&d, &ad);
+        if dad.is_nan() || dad <= 0.0 || !rz.is_finite() {
+            break;
+        }
+        let alpha = rz / dad;
+        for ((xv, rv), (dv, adv)) in x.iter_mut().zip(r.iter_mut()).zip(d.iter().zip(&ad)) {
+            *xv += alpha * dv;
+            *rv -= alpha * adv;
+        }
+        rel = dot(&r, &r).sqrt() / bnorm;
+        if rel <= CG_TOL {
+            break;
+        }
+        prec.apply(&r, &mut z);
+        let rz_new = dot(&r, &z);
+        let beta = rz_new / rz;
+        rz = rz_new;
+        for (dv, zv) in d.iter_mut().zip(&z) {
+            *dv = zv + beta * *dv;
+        }
+        if it % 10 == 0 {
+            report(
+                progress,
+                "projected covariance solve",
+                it as u64,
+                CG_MAX_ITER as u64,
+            )?;
+        }
+    }
+    // The true residual (the recurrence drifts).
+    l.apply(&bounds, eps, &x, &mut ax);
+    let res: f64 = b
+        .iter()
+        .zip(&ax)
+        .map(|(bv, av)| (bv - av) * (bv - av))
+        .sum::<f64>()
+        .sqrt();
+    Ok((x, it, res / bnorm))
+}
+
+/// Per-image products, packed: `G` and `N` upper triangles (svec order, unscaled) and `a`.
+struct ImageTerms {
+    g: Vec<f32>,
+    nmat: Vec<f32>,
+    a: Vec<f32>,
+}
+
+struct Scratch {
+    x: Vec<f32>,
+    xs: Vec<f32>,
+    rho: Vec<f32>,
+    acc: Vec<f32>,
+    g: Mat<f32>,
+    nm: Mat<f32>,
+    a: Mat<f32>,
+}
+
+impl Scratch {
+    fn new(rows: usize, q: usize) -> Self {
+        Scratch {
+            x: vec![0.0; rows * q],
+            xs: vec![0.0; rows * q],
+            rho: vec![0.0; rows],
+            acc: vec![0.0; 2 * q],
+            g: Mat::zeros(q, q),
+            nm: Mat::zeros(q, q),
+            a: Mat::zeros(q, 1),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn image_terms(
+    plane: &HalfPlane,
+    ball: &HalfBall,
+    q: usize,
+    row_sigma: &[f32],
+    rot: &[f32; 9],
+    ctf: &[f32],
+    resid: &[Complex<f32>],
+    s: &mut Scratch,
+) -> ImageTerms {
+    let rows = plane.rows();
+    plane.project(ball, rot, ctf, resid, &mut s.x, &mut s.rho, &mut s.acc);
+    for ((dst, src), &sig) in
+        s.xs.chunks_exact_mut(q)
+            .zip(s.x.chunks_exact(q))
+            .zip(row_sigma)
+    {
+        for (d, v) in dst.iter_mut().zip(src) {
+            *d = sig * v;
+        }
+    }
+    let x = MatRef::from_row_major_slice(&s.x, rows, q);
+    let xs = MatRef::from_row_major_slice(&s.xs, rows, q);
+    for (dst, m) in [(&mut s.g, x), (&mut s.nm, xs)] {
+        tri_matmul(
+            dst.as_mut(),
+            BlockStructure::TriangularUpper,
+            Accum::Replace,
+            m.transpose(),
+            BlockStructure::Rectangular,
+            m,
+            BlockStructure::Rectangular,
+            1.0f32,
+            Par::Seq,
+        );
+    }
+    let rho = MatRef::from_column_major_slice(&s.rho, rows, 1);
+    matmul(
+        s.a.as_mut(),
+        Accum::Replace,
+        x.transpose(),
+        rho,
+        1.0f32,
+        Par::Seq,
+    );
+    let p = q * (q + 1) / 2;
+    let mut g = Vec::with_capacity(p);
+    let mut nmat = Vec::with_capacity(p);
+    for a in 0..q {
+        for c in a..q {
+            g.push(s.g[(a, c)]);
+            nmat.push(s.nm[(a, c)]);
+        }
+    }
+    ImageTerms {
+        g,
+        nmat,
+        a: (0..q).map(|i| s.a[(i, 0)]).collect(),
+    }
+}
+
+pub(super) fn projected_covariance(
+    ctx: &Context,
+    basis: Vec<Vec<Complex<f32>>>,
+    progress: &dyn Progress,
+) -> Result<(Basis, SolveStats)> {
+    ctx.validate()?;
+    let n = ctx.n();
+    let d = n;
+    let n3 = n * n * n;
+    let q = basis.len();
+    if q == 0 {
+        return Err(Error::invalid("projected covariance: the basis is empty"));
+    }
+    check_vectors(&basis, n3, "projected covariance basis")?;
+    let p = q * (q + 1) / 2;
+    let mut w = SymPacked::zeros(p)?;
+    let geom = SliceGeometry::new(d, n)?;
+    let max_r = geom.max_radius.unwrap_or(d as f32 / 2.0 - 1.0);
+    let plane = HalfPlane::new(d, max_r);
+    let ball = HalfBall::new(&basis, n, max_r);
+    let rows = plane.rows();
+    let var_img = radial_to_image_2d(ctx.noise, d)?;
+    let row_sigma = plane.row_sigma(&var_img);
+    let mut mean_coef = ctx.mean.to_vec();
+    cubic::prefilter(&mut mean_coef, n)?;
+    let (Some(rotations), Some(ctf_params)) = (ctx.ds.rotations(), ctx.ds.ctf()) else {
+        return Err(Error::invalid(
+            "projected covariance needs poses and CTF parameters",
+        ));
+    };
+    let [h0, h1] = ctx.ds.halfsets();
+    let order: Vec<usize> = h0.iter().chain(h1.iter()).copied().collect();
+    if order.is_empty() {
+        return Err(Error::invalid("projected covariance: no images"));
+    }
+    let total = order.len();
+    tracing::info!(
+        images = total,
+        basis = q,
+        unknowns = p,
+        normal_matrix_gib = (w.data.len() * 8) as f64 / (1u64 << 30) as f64,
+        projection_basis_gib = ball.bytes() as f64 / (1u64 << 30) as f64,
+        "projected covariance"
+    );
+    let pair_list = pairs(q);
+    let npix = d * d;
+    let mut rhs = vec![0.0f64; p];
+    let mut sum_g = vec![0.0f64; p];
+    let mut group: Vec<f64> = Vec::with_capacity(GRAM_GROUP.min(total) * p);
+    let mut in_group = 0usize;
+    let mut done = 0usize;
+    report(progress, "projected covariance", 0, total as u64)?;
+    for chunk in order.chunks(ctx.batch_size.max(1)) {
+        let m = chunk.len();
+        let mut real = vec![0.0f32; m * npix];
+        ctx.ds.read_images(chunk, &mut real)?;
+        let shifts: Vec<[f32; 2]> = chunk.iter().map(|&i| ctx.ds.translations()[i]).collect();
+        let rots: Vec<[f32; 9]> = chunk.iter().map(|&i| rotations[i]).collect();
+        let params: Vec<_> = chunk.iter().map(|&i| ctf_params[i]).collect();
+        let mut resid = vec![Complex::new(0.0f32, 0.0); m * npix];
+        ctx.backend
+            .images_to_spectra(&real, d, &shifts, &mut resid)?;
+        drop(real);
+        let mut ctf = vec![0.0f32; m * npix];
+        ctx.backend.ctf(&params, d, ctx.ds.voxel_size(), &mut ctf)?;
+        let mut proj = vec![Complex::new(0.0f32, 0.0); m * npix];
+        ctx.backend
+            .slice(&mean_coef, &geom, Interp::Cubic, &rots, &mut proj)?;
+        // r = T y − C·P μ.
+        resid
+            .par_iter_mut()
+            .zip(proj.par_iter())
+            .zip(ctf.par_iter())
+            .for_each(|((r, pm), c)| *r -= pm * *c);
+        drop(proj);
+        for start in (0..m).step_by(SUB_BATCH) {
+            let end = (start + SUB_BATCH).min(m);
+            let terms: Vec<ImageTerms> = (start..end)
+                .into_par_iter()
+                .map_init(
+                    || Scratch::new(rows, q),
+                    |s, i| {
+                        image_terms(
+                            &plane,
+                            &ball,
+                            q,
+                            &row_sigma,
+                            &rots[i],
+                            &ctf[i * npix..(i + 1) * npix],
+                            &resid[i * npix..(i + 1) * npix],
+                            s,
+                        )
+                    },
+                )
+                .collect();
+            // Sums over images in image order, entry by entry (parallel over entries).
+            const ENTRY_CHUNK: usize = 4096;
+            rhs.par_chunks_mut(ENTRY_CHUNK)
+                .zip(sum_g.par_chunks_mut(ENTRY_CHUNK))
+                .enumerate()
+                .for_each(|(ci, (rc, gc))| {
+                    let base = ci * ENTRY_CHUNK;
+                    for t in &terms {
+                        for (k, (rv, gv)) in rc.iter_mut().zip(gc.iter_mut()).enumerate() {
+                            let idx = base + k;
+                            let (a, c) = pair_list[idx];
+                            *rv += t.a[a] as f64 * t.a[c] as f64 - t.nmat[idx] as f64;
+                            *gv += t.g[idx] as f64;
+                        }
+                    }
+                });
+            for t in &terms {
+                group.extend(t.g.iter().map(|&v| v as f64));
+                in_group += 1;
+                if in_group == GRAM_GROUP {
+                    w.add_gram(&group, in_group);
+                    group.clear();
+                    in_group = 0;
+                }
+            }
+        }
+        done += m;
+        report(progress, "projected covariance", done as u64, total as u64)?;
+    }
+    if in_group > 0 {
+        w.add_gram(&group, in_group);
+    }
+    drop(group);
+    drop(ball);
+
+    w.gram_to_normal(q);
+    let trace = w.trace();
+    let eps = if trace.is_finite() && trace > 0.0 {
+        TIKHONOV * trace / p as f64
+    } else {
+        TIKHONOV
+    };
+    let b: Vec<f64> = rhs
+        .iter()
+        .zip(&pair_list)
+        .map(|(&v, &(a, c))| v * svec_scale(a, c))
+        .collect();
+    let prec = KronPreconditioner::new(&sum_g, q, total, eps)?;
+    let (x, iterations, rel) = pcg(&w, eps, &b, &prec, progress)?;
+    drop(w);
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::invalid(
+            "projected covariance: the solve returned non-finite values",
+        ));
+    }
+    tracing::info!(
+        iterations,
+        relative_residual = rel,
+        tikhonov = eps,
+        "projected covariance solved"
+    );
+    let gamma = smat(&x, q, &pair_list);
+    let (lam, v) = eigh_desc(gamma.as_ref(), "projected covariance")?;
+    let values: Vec<f64> = lam
+        .iter()
+        .map(|&l| if l > 0.0 { l } else { EIGEN_FLOOR })
+        .collect();
+    let mut vectors = basis;
+    recombine_in_place(&mut vectors, v.as_ref(), None);
+    Ok((
+        Basis { vectors, values },
+        SolveStats {
+            images: total,
+            basis_size: q,
+            iterations,
+            relative_residual: rel,
+            tikhonov: eps,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random symmetric positive semi-definite matrices.
+    fn random_g(q: usize, count: usize, seed: u64) -> Vec<Mat<f64>> {
+        let mut rng = crate::rng::Rng::new(seed);
+        (0..count)
+            .map(|_| {
+                let a = Mat::<f64>::from_fn(q + 2, q, |_, _| rng.normal());
+                a.transpose() * &a
+            })
+            .collect()
+    }
+
+    /// RECOVAR's packed left-hand side, entry by entry.
+    fn python_lhs(gs: &[Mat<f64>], q: usize) -> Vec<Vec<f64>> {
+        let pl = pairs(q);
+        pl.iter()
+            .map(|&(r, c)| {
+                pl.iter()
+                    .map(|&(r2, c2)| {
+                        let mut v = 0.0;
+                        for g in gs {
+                            v += g[(r, r2)] * g[(c, c2)];
+                            if r2 != c2 {
+                                v += g[(r, c2)] * g[(c, r2)];
+                            }
+                        }
+                        v * svec_scale(r, c) / svec_scale(r2, c2)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn packed_gram(gs: &[Mat<f64>], q: usize) -> SymPacked {
+        let p = q * (q + 1) / 2;
+        let mut w = SymPacked::zeros(p).unwrap();
+        let v: Vec<f64> = gs
+            .iter()
+            .flat_map(|g| pairs(q).into_iter().map(move |(a, c)| g[(a, c)]))
+            .collect();
+        w.add_gram(&v, gs.len());
+        w
+    }
+
+    #[test]
+    fn gram_reindexing_gives_recovar_normal_matrix() {
+        for q in [1usize, 2, 3, 5, 7] {
+            let gs = random_g(q, 6, q as u64);
+            let mut w = packed_gram(&gs, q);
+            w.gram_to_normal(q);
+            let want = python_lhs(&gs, q);
+            let p = q * (q + 1) / 2;
+            #[allow(clippy::needless_range_loop)]
+            for r in 0..p {
+                for c in r..p {
+                    let got = w.data[w.off(r) + c - r];
+                    let scale = want[r][r].abs().max(1.0);
+                    assert!(
+                        (got - want[r][c]).abs() < 1e-10 * scale,
+                        "q {q} ({r},{c}): {got} vs {}",
+                        want[r][c]
+                    );
+                    // RECOVAR's matrix is symmetric.
+                    assert!((want[r][c] - want[c][r]).abs() < 1e-10 * scale);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gram_over_several_tiles_and_groups() {
+        // P = 300 > TILE: several tile rows; two groups add up.
+        let q = 24;
+        let gs = random_g(q, 5, 9);
+        let mut w = packed_gram(&gs[..3], q);
+        let v: Vec<f64> = gs[3..]
+            .iter()
+            .flat_map(|g| pairs(q).into_iter().map(move |(a, c)| g[(a, c)]))
+            .collect();
+        w.add_gram(&v, 2);
+        let pl = pairs(q);
+        for (r, &(a, c)) in pl.iter().enumerate().step_by(7) {
+            for (s, &(b, e)) in pl.iter().enumerate().skip(r) {
+                let want: f64 = gs.iter().map(|g| g[(a, c)] * g[(b, e)]).sum();
+                let got = w.data[w.off(r) + s - r];
+                assert!((got - want).abs() < 1e-9 * want.abs().max(1.0));
+            }
+        }
+    }
+
+    #[test]
+    fn cg_solves_the_normal_equations() {
+        let q = 6;
+        let gs = random_g(q, 40, 3);
+        let mut w = packed_gram(&gs, q);
+        w.gram_to_normal(q);
+        let truth = {
+            let a = Mat::<f64>::from_fn(q, q, |i, j| ((i + 2 * j) as f64).cos());
+            &a * a.transpose()
+        };
+        // b = svec(Σ G Γ G).
+        let mut s = Mat::<f64>::zeros(q, q);
+        for g in &gs {
+            s += g * &truth * g;
+        }
+        let pl = pairs(q);
+        let b: Vec<f64> = pl
+            .iter()
+            .map(|&(a, c)| s[(a, c)] * svec_scale(a, c))
+            .collect();
+        let mut sum_g = vec![0.0; pl.len()];
+        for g in &gs {
+            for (k, &(a, c)) in pl.iter().enumerate() {
+                sum_g[k] += g[(a, c)];
+            }
+        }
+        let prec = KronPreconditioner::new(&sum_g, q, gs.len(), 0.0).unwrap();
+        let (x, it, rel) = pcg(&w, 0.0, &b, &prec, &crate::progress::NoProgress).unwrap();
+        assert!(rel < 1e-9, "{rel} after {it}");
+        let got = smat(&x, q, &pl);
+        for i in 0..q {
+            for j in 0..q {
+                assert!((got[(i, j)] - truth[(i, j)]).abs() < 1e-6, "{i} {j}");
+            }
+        }
+    }
+}
