@@ -62,11 +62,21 @@ impl Context<'_> {
                 self.dilated_mask.len()
             )));
         }
-        if self.noise.len() != n / 2 - 1 || self.noise.iter().any(|v| !v.is_finite() || *v <= 0.0) {
+        if self.noise.len() != n / 2 - 1 {
             return Err(Error::invalid(format!(
-                "heterogeneity context: the noise profile must have {} positive shells, got {}",
+                "heterogeneity context: the noise profile must have {} shells, got {}",
                 n / 2 - 1,
                 self.noise.len()
+            )));
+        }
+        if let Some((r, v)) = self
+            .noise
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite() || **v <= 0.0)
+        {
+            return Err(Error::invalid(format!(
+                "heterogeneity context: the noise variance of shell {r} is {v}; it must be positive and finite"
             )));
         }
         if self.ds.rotations().is_none() || self.ds.ctf().is_none() {

@@ -410,7 +410,8 @@ fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
 /// estimate), which makes the covariance too small there; noise plus variance bounds it.
 /// For shells `r < min(32, N/2 − 1)`: `σ²(r) ← min(σ²(r), max(0, p5(r)))` with `p5(r)` the
 /// 5th percentile over the voxels of shell `r` of `est.noise_p_variance`. Never increases
-/// the noise. (The result can be 0 where the data reach nowhere; RECOVAR does the same.)
+/// the noise. Deliberate difference: where `p5 ≤ 0` RECOVAR sets the noise to 0; we leave
+/// that shell unchanged (zero noise would make the whitening divide by zero).
 /// A profile or estimate of the wrong size is returned unchanged, with a warning.
 pub fn bound_noise_by_variance(noise: &[f64], est: &VarianceEstimate, n: usize) -> Vec<f64> {
     let mut out = noise.to_vec();
@@ -429,14 +430,26 @@ pub fn bound_noise_by_variance(noise: &[f64], est: &VarianceEstimate, n: usize) 
         }
     }
     let mut bounded = 0;
+    let mut uninformative = Vec::new();
     for (r, vals) in by_shell.iter_mut().enumerate() {
         if let Some(p5) = percentile(vals, 5.0) {
-            let ub = p5.max(0.0);
-            if out[r] > ub {
-                out[r] = ub;
+            // A non-positive percentile carries no information (the data do not reach the
+            // shell, or the variance estimate is negative there); RECOVAR would set the
+            // noise to 0, which makes every later whitening divide by zero.
+            if p5.is_nan() || p5 <= 0.0 {
+                uninformative.push(r);
+                continue;
+            }
+            if out[r] > p5 {
+                out[r] = p5;
                 bounded += 1;
             }
         }
+    }
+    if !uninformative.is_empty() {
+        tracing::warn!(
+            "noise bound: noise + variance is not positive in shells {uninformative:?} (too few images?); the noise there is left unbounded"
+        );
     }
     if bounded > 0 {
         tracing::info!(

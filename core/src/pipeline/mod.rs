@@ -169,6 +169,9 @@ pub fn run_pipeline(
         "image batches of {batch} (memory budget {:.1} GB)",
         opts.memory_budget as f64 / 1e9
     );
+    if !opts.only_mean {
+        check_heterogeneity_memory(d, &opts.covariance, opts.memory_budget)?;
+    }
     outputs::write_halfsets(&out.join("model"), &ds)?;
 
     timings.start("noise_initial", ds.halfsets()[0].len().min(10_000) as u64);
@@ -322,6 +325,59 @@ fn validate(opts: &PipelineOptions) -> Result<()> {
                 "--zdim {maxz} needs at least {maxz} principal components, but only {} are computed \
                  (a memory option lowers it)",
                 opts.covariance.n_pcs
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Peak bytes of the covariance stages, which do not depend on the number of images: the
+/// column block (`n_cols·N³` complex f32) with the column accumulators (bounded by the memory
+/// budget) or with the randomized-SVD basis (`n_pcs·N³`), then the basis with the packed
+/// normal matrix of the projected covariance (`P(P+1)/2` f64, `P = q(q+1)/2`).
+pub fn heterogeneity_memory_bytes(
+    n: usize,
+    cov: &heterogeneity::CovarianceOptions,
+    memory_budget: u64,
+) -> u64 {
+    let vol = 8 * (n as u64).pow(3);
+    let cols = cov.n_cols as u64 * vol;
+    let basis = cov.n_pcs as u64 * vol;
+    let p = (cov.n_pcs * (cov.n_pcs + 1) / 2) as u64;
+    let normal = p * (p + 1) / 2 * 8;
+    let accum =
+        memory_budget.min(cov.n_cols as u64 * heterogeneity::columns::column_accumulator_bytes(n));
+    (cols + accum).max(cols + basis).max(basis + normal)
+}
+
+/// Memory the system can give us now (Linux `MemAvailable`), if known.
+fn available_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuse, before any work, a covariance job that cannot fit in this machine's memory.
+fn check_heterogeneity_memory(
+    n: usize,
+    cov: &heterogeneity::CovarianceOptions,
+    memory_budget: u64,
+) -> Result<()> {
+    let need = heterogeneity_memory_bytes(n, cov, memory_budget);
+    tracing::info!(
+        "covariance stages need about {:.1} GB at {n} px",
+        need as f64 / 1e9
+    );
+    if let Some(avail) = available_memory_bytes() {
+        if need > avail {
+            return Err(Error::invalid(format!(
+                "the covariance stages need about {:.1} GB at a {n}-pixel box ({} columns, {} PCs) but only {:.1} GB of memory is available; \
+                 use --low-memory-option or --very-low-memory-option, or downsample the particles (recovar downsample -D ...)",
+                need as f64 / 1e9,
+                cov.n_cols,
+                cov.n_pcs,
+                avail as f64 / 1e9
             )));
         }
     }
