@@ -195,29 +195,7 @@ fn simulate_and_run(
         sim_args.push("--discrete-only");
     }
     recovar_ok(dir, &sim_args);
-    let data = dir.join("test_dataset");
-    let out = dir.join("out");
-    let particles = data.join("particles.32.mrcs").display().to_string();
-    let poses = data.join("poses.pkl").display().to_string();
-    let ctf = data.join("ctf.pkl").display().to_string();
-    let out_s = out.display().to_string();
-    let mut args = vec![
-        "pipeline",
-        &particles,
-        "--poses",
-        &poses,
-        "--ctf",
-        &ctf,
-        "-o",
-        &out_s,
-        "--zdim",
-        "1,2,4",
-        "--very-low-memory-option",
-    ];
-    args.extend_from_slice(extra);
-    let stdout = recovar_ok(dir, &args);
-    println!("{stdout}");
-    out
+    simulate_and_run_again(dir, extra)
 }
 
 /// Our top `k` eigenvolumes (real space, f64).
@@ -444,6 +422,7 @@ fn simulate_and_run_again(dir: &std::path::Path, extra: &[&str]) -> std::path::P
         "--very-low-memory-option",
     ];
     args.extend_from_slice(extra);
-    recovar_ok(dir, &args);
+    let stdout = recovar_ok(dir, &args);
+    println!("{stdout}");
     out
 }
