@@ -172,6 +172,7 @@ pub(super) fn randomized_svd(
     keep: usize,
     seed: u64,
 ) -> Result<Basis> {
+    let t_start = std::time::Instant::now();
     let n3 = check_side(n)?;
     let c = columns.len();
     if c == 0 || freqs.len() != c {
@@ -367,6 +368,7 @@ pub(super) fn randomized_svd(
         rank = r,
         sketch = q0,
         kept = k,
+        seconds = t_start.elapsed().as_secs_f64(),
         "randomized SVD of the covariance columns"
     );
     Ok(Basis { vectors, values })
