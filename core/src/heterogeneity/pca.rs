@@ -225,6 +225,28 @@ pub fn variance_map(pcs: &Basis, k: usize, n: usize) -> Result<Vec<f32>> {
     Ok(acc.into_iter().map(|v| v as f32).collect())
 }
 
+/// CPU time (user + system, all threads) of this process in seconds, from `/proc/self/stat`
+/// (Linux; `USER_HZ` = 100), for the phase logs: wall times are noisy on shared machines.
+/// `None` where unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime and
+    // stime the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds since `start` (a [`cpu_seconds`] reading), or NaN.
+fn cpu_since(start: Option<f64>) -> f64 {
+    match (start, cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    }
+}
+
 /// `N³` for a usable volume side.
 fn check_side(n: usize) -> Result<usize> {
     if n < 4 || !n.is_multiple_of(2) || n > 2048 {

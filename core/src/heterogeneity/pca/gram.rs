@@ -630,6 +630,7 @@ pub(super) fn projected_covariance(
     report(progress, "projected covariance", 0, total as u64)?;
     // Phase timings for the log (profiling the stage without a profiler).
     let t_start = Instant::now();
+    let cpu_start = super::cpu_seconds();
     let mut t_images = Duration::ZERO;
     let mut t_gram = Duration::ZERO;
     for chunk in order.chunks(ctx.batch_size.max(1)) {
@@ -716,6 +717,7 @@ pub(super) fn projected_covariance(
     drop(group);
     drop(ball);
     let t_pass = t_start.elapsed();
+    let cpu_pass = super::cpu_since(cpu_start);
 
     let t = Instant::now();
     w.gram_to_normal(q);
@@ -733,8 +735,10 @@ pub(super) fn projected_covariance(
         .collect();
     let prec = KronPreconditioner::new(&sum_g, q, total, eps)?;
     let t = Instant::now();
+    let cpu_solve = super::cpu_seconds();
     let (x, iterations, rel) = pcg(&w, eps, &b, &prec, progress)?;
     let t_solve = t.elapsed();
+    let cpu_solve = super::cpu_since(cpu_solve);
     drop(w);
     if x.iter().any(|v| !v.is_finite()) {
         return Err(Error::invalid(
@@ -757,11 +761,14 @@ pub(super) fn projected_covariance(
     recombine_in_place(&mut vectors, v.as_ref(), None);
     tracing::info!(
         image_pass_s = t_pass.as_secs_f64(),
+        image_pass_cpu_s = cpu_pass,
         image_products_s = t_images.as_secs_f64(),
         gram_s = t_gram.as_secs_f64(),
         reindex_s = t_reindex.as_secs_f64(),
         solve_s = t_solve.as_secs_f64(),
+        solve_cpu_s = cpu_solve,
         total_s = t_start.elapsed().as_secs_f64(),
+        total_cpu_s = super::cpu_since(cpu_start),
         "projected covariance timings"
     );
     Ok((
