@@ -58,21 +58,27 @@
 //! upper triangle, off-diagonals ×√2, `P = q(q+1)/2` unknowns) have the matrix
 //! `L[(r,c),(r',c')] = s/s'·Σ_i (G_i[r,r'] G_i[c,c'] + G_i[r,c'] G_i[c,r'])`. Python forms
 //! it per image batch at `P·q²` work per image. Here it comes from the Gram matrix
-//! `W = Σ_i g_i g_iᵀ` of the packed `g_i = (G_i[a,c])_{a≤c}`: `W` costs `P²/2` per image as
-//! an f64 GEMM over groups of 256 images (a fixed size, so the sums never depend on the
-//! batch size), and `L` is a re-indexing of it: every entry of either belongs to the
-//! pairings of one multiset `{a,b,c,d}`, whose (at most three) entries are rewritten in
-//! place. `L` is stored once, as the packed upper triangle in f64 (`P(P+1)/2·8` bytes,
-//! 1.6 GB at q = 200; RECOVAR keeps `P²` f32, also 1.6 GB).
+//! `W = Σ_i g_i g_iᵀ` of the packed `g_i = (G_i[a,c])_{a≤c}`: `W` costs `P²/2` per image,
+//! as GEMMs over groups of 256 images (a fixed size, so the sums never depend on the batch
+//! size); the products of the f32 `g_i` run as f32 GEMMs over 32 images at a time (twice
+//! the f64 rate; error of the order of the `g_i`'s own f32 rounding) and every longer sum
+//! is in f64. `L` is a re-indexing of `W`: every entry of either belongs to the pairings
+//! of one multiset `{a,b,c,d}`, whose (at most three) entries are rewritten in place. `L`
+//! is stored once, as its upper block triangle in f64: block rows aligned with the first
+//! index `a` of the pairs (so the re-indexing splits into independent block rows), each a
+//! dense column-major matrix (so the Gram update is one GEMM per block row and the CG
+//! product runs as SIMD GEMVs over cache-sized tiles): `P(P+1)/2·8` bytes plus ≈1 %,
+//! 1.5 GiB at q = 200 (RECOVAR keeps `P²` f32, also 1.5 GiB).
 //!
 //! The system `(L + εI) x = svec(S)`, `ε = 10⁻⁶·trace(L)/P` (RECOVAR's Tikhonov term), is
 //! solved by preconditioned conjugate gradients in f64 with the Kronecker preconditioner
 //! `(Ḡ⊗Ḡ·n + εI)⁻¹` (`Ḡ` the mean `G_i`, applied through its eigenvectors in `O(q³)`), to a
 //! relative residual of 10⁻¹⁰. A dense Cholesky of `L` costs `P³/3 ≈ 2.7·10¹² flops` at
-//! q = 200 (10+ s here), each CG step one pass over `L`; see `BENCHMARKS.md` for the
-//! iteration counts met in practice. The matrix-vector product splits the rows into a fixed
-//! number of chunks with private partial sums added in order, so the answer does not depend
-//! on the thread count. Then `Γ = V diag(λ) Vᵀ` (eigenvalues descending, `λ ≤ 0 → 10⁻¹⁶`)
+//! q = 200 (30+ s on two cores), each CG step one pass over `L` (test data set, 64 px,
+//! 1000 images: 40 steps, ≈2.7 s of CPU in all). The matrix-vector product splits the
+//! rows into a fixed number of chunks (of whole block rows) with private partial sums added
+//! in order, so the answer does not depend on the thread count. Then `Γ = V diag(λ) Vᵀ`
+//! (eigenvalues descending, `λ ≤ 0 → 10⁻¹⁶`)
 //! and `U = Ũ V`, formed in place in the caller's basis vectors.
 //!
 //! # Knock-out of the mean (§6.5 `contrast_qr`)
@@ -223,6 +229,28 @@ pub fn variance_map(pcs: &Basis, k: usize, n: usize) -> Result<Vec<f32>> {
             .for_each(|(a, v)| *a += lam * v.norm_sqr() as f64);
     }
     Ok(acc.into_iter().map(|v| v as f32).collect())
+}
+
+/// CPU time (user + system, all threads) of this process in seconds, from `/proc/self/stat`
+/// (Linux; `USER_HZ` = 100), for the phase logs: wall times are noisy on shared machines.
+/// `None` where unavailable.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime and
+    // stime the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU seconds since `start` (a [`cpu_seconds`] reading), or NaN.
+fn cpu_since(start: Option<f64>) -> f64 {
+    match (start, cpu_seconds()) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    }
 }
 
 /// `N³` for a usable volume side.

@@ -38,6 +38,9 @@ enum Part {
 #[derive(Clone, Copy, Debug)]
 struct Row {
     v: u32,
+    /// Hermitian partner of `v` (precomputed: the index arithmetic per row and column
+    /// cost as much as the GEMMs).
+    p: u32,
     part: Part,
 }
 
@@ -73,21 +76,33 @@ impl Columns<'_> {
     /// dropped (support outside which every column vanishes costs nothing).
     fn block(&self, reps: &[u32]) -> Block {
         let n = self.n;
+        // Partner and boundary flag of each representative, once per block (not per
+        // column).
+        let info: Vec<(usize, usize, bool)> = reps
+            .iter()
+            .map(|&v| {
+                let v = v as usize;
+                (v, flip(v, n), on_boundary(v, n))
+            })
+            .collect();
         let mut rows = Vec::with_capacity(2 * reps.len());
-        for &v in reps {
-            let vv = v as usize;
-            if flip(vv, n) == vv {
+        for &(v, p, _) in &info {
+            let (v, p) = (v as u32, p as u32);
+            if p == v {
                 rows.push(Row {
                     v,
+                    p,
                     part: Part::SelfRe,
                 });
             } else {
                 rows.push(Row {
                     v,
+                    p,
                     part: Part::PairRe,
                 });
                 rows.push(Row {
                     v,
+                    p,
                     part: Part::PairIm,
                 });
             }
@@ -101,10 +116,8 @@ impl Columns<'_> {
         for ((j, col), pair_of_cols) in self.cols.iter().enumerate().zip(data.chunks_mut(2 * nr)) {
             let (ca, cb) = pair_of_cols.split_at_mut(nr);
             let mut r = 0;
-            for &v in reps {
-                let v = v as usize;
-                let p = flip(v, n);
-                let wt = if self.mirrored[j] && !on_boundary(v, n) {
+            for &(v, p, boundary) in &info {
+                let wt = if self.mirrored[j] && !boundary {
                     2.0
                 } else {
                     1.0
@@ -172,6 +185,8 @@ pub(super) fn randomized_svd(
     keep: usize,
     seed: u64,
 ) -> Result<Basis> {
+    let t_start = std::time::Instant::now();
+    let cpu_start = super::cpu_seconds();
     let n3 = check_side(n)?;
     let c = columns.len();
     if c == 0 || freqs.len() != c {
@@ -345,8 +360,7 @@ pub(super) fn randomized_svd(
             for (rows, o) in &outs {
                 for (i, row) in rows.iter().enumerate() {
                     let val = o[(i, j)];
-                    let v = row.v as usize;
-                    let p = flip(v, n);
+                    let (v, p) = (row.v as usize, row.p as usize);
                     match row.part {
                         Part::SelfRe => u[v].re = (unpack * val) as f32,
                         Part::PairRe => {
@@ -367,6 +381,8 @@ pub(super) fn randomized_svd(
         rank = r,
         sketch = q0,
         kept = k,
+        seconds = t_start.elapsed().as_secs_f64(),
+        cpu_seconds = super::cpu_since(cpu_start),
         "randomized SVD of the covariance columns"
     );
     Ok(Basis { vectors, values })
