@@ -138,7 +138,7 @@ impl Basis {
 /// the unused tail of the sketch (RECOVAR keeps 300 and uses 200: 1.7 GB at N = 128).
 pub fn randomized_svd(
     freqs: &[[i32; 3]],
-    columns: &[Vec<Complex<f32>>],
+    columns: Vec<Vec<Complex<f32>>>,
     n: usize,
     sketch_size: usize,
     keep: usize,

@@ -170,7 +170,12 @@ pub fn run_pipeline(
         opts.memory_budget as f64 / 1e9
     );
     if !opts.only_mean {
-        check_heterogeneity_memory(d, &opts.covariance, opts.memory_budget)?;
+        check_heterogeneity_memory(
+            d,
+            &opts.covariance,
+            opts.memory_budget,
+            opts.keep_intermediate,
+        )?;
     }
     outputs::write_halfsets(&out.join("model"), &ds)?;
 
@@ -332,13 +337,16 @@ fn validate(opts: &PipelineOptions) -> Result<()> {
 }
 
 /// Peak bytes of the covariance stages, which do not depend on the number of images: the
-/// column block (`n_cols·N³` complex f32) with the column accumulators (bounded by the memory
-/// budget) or with the randomized-SVD basis (`n_pcs·N³`), then the basis with the packed
-/// normal matrix of the projected covariance (`P(P+1)/2` f64, `P = q(q+1)/2`).
+/// column block (`n_cols·N³` complex f32, which the randomized SVD overwrites with its basis)
+/// with the column accumulators (bounded by the memory budget), then the basis (`n_pcs·N³`)
+/// with the packed normal matrix of the projected covariance (`P(P+1)/2` f64,
+/// `P = q(q+1)/2`) and the basis re-laid out for slicing (about half a basis), plus the
+/// image batches (the memory budget). `--keep-intermediate` keeps a copy of the columns.
 pub fn heterogeneity_memory_bytes(
     n: usize,
     cov: &heterogeneity::CovarianceOptions,
     memory_budget: u64,
+    keep_intermediate: bool,
 ) -> u64 {
     let vol = 8 * (n as u64).pow(3);
     let cols = cov.n_cols as u64 * vol;
@@ -347,7 +355,8 @@ pub fn heterogeneity_memory_bytes(
     let normal = p * (p + 1) / 2 * 8;
     let accum =
         memory_budget.min(cov.n_cols as u64 * heterogeneity::columns::column_accumulator_bytes(n));
-    (cols + accum).max(cols + basis).max(basis + normal)
+    let kept = if keep_intermediate { cols } else { 0 };
+    kept + (cols + accum).max(basis + normal + basis / 2 + memory_budget)
 }
 
 /// Memory the system can give us now (Linux `MemAvailable`), if known.
@@ -363,8 +372,9 @@ fn check_heterogeneity_memory(
     n: usize,
     cov: &heterogeneity::CovarianceOptions,
     memory_budget: u64,
+    keep_intermediate: bool,
 ) -> Result<()> {
-    let need = heterogeneity_memory_bytes(n, cov, memory_budget);
+    let need = heterogeneity_memory_bytes(n, cov, memory_budget, keep_intermediate);
     tracing::info!(
         "covariance stages need about {:.1} GB at {n} px",
         need as f64 / 1e9
@@ -663,19 +673,16 @@ fn run_pass(
                 progress,
             )?;
             timings.start(&tag("pca"), ds.len() as u64);
+            // The SVD forms its basis in the columns' storage; a copy only when asked for.
+            let columns = opts.keep_intermediate.then(|| cols.columns.clone());
             let basis = heterogeneity::pca::randomized_svd(
                 &cols.freqs,
-                &cols.columns,
+                cols.columns,
                 n,
                 cov.sketch_size,
                 cov.n_pcs,
                 cov.seed,
             )?;
-            let columns = if opts.keep_intermediate {
-                Some(cols.columns)
-            } else {
-                None
-            };
             let mut pcs = heterogeneity::pca::projected_covariance(&ctx, basis.vectors, progress)?;
             if opts.correct_contrast && pass == 0 {
                 pcs =

@@ -179,7 +179,7 @@ impl Block {
 
 pub(super) fn randomized_svd(
     freqs: &[[i32; 3]],
-    columns: &[Vec<Complex<f32>>],
+    mut columns: Vec<Vec<Complex<f32>>>,
     n: usize,
     sketch_size: usize,
     keep: usize,
@@ -200,7 +200,7 @@ pub(super) fn randomized_svd(
             "randomized SVD: the sketch size and the number of vectors to keep must be ≥ 1",
         ));
     }
-    super::check_vectors(columns, n3, "randomized SVD column")?;
+    super::check_vectors(&columns, n3, "randomized SVD column")?;
     let half = (n / 2) as i32;
     let mut index_of = HashMap::new();
     for (j, f) in freqs.iter().enumerate() {
@@ -228,11 +228,13 @@ pub(super) fn randomized_svd(
         .collect();
     let is_dc: Vec<bool> = freqs.iter().map(|f| *f == [0, 0, 0]).collect();
 
+    let mirrored: Vec<bool> = freqs.iter().map(|f| f[0] > 0).collect();
+    let scale = 1.0 / (n3 as f64).sqrt();
     let cols = Columns {
         n,
-        cols: columns,
-        mirrored: freqs.iter().map(|f| f[0] > 0).collect(),
-        scale: 1.0 / (n3 as f64).sqrt(),
+        cols: &columns,
+        mirrored: mirrored.clone(),
+        scale,
     };
     let w = cols.width();
     let reps: Vec<u32> = (0..n3)
@@ -335,29 +337,44 @@ pub(super) fn randomized_svd(
         us.as_ref().subcols(0, k),
     );
 
-    // Pass 2: the vectors Ā T, unpacked into Hermitian spectra.
-    let mut vectors = vec![vec![Complex::new(0.0f32, 0.0); n3]; k];
+    // Pass 2: the vectors Ā T, unpacked into Hermitian spectra, written over the first k
+    // columns: the output at a voxel pair {v, −v} depends only on the columns there, blocks
+    // cover disjoint pairs, and each block is read before anything is written, so the basis
+    // needs no memory of its own (at N = 128: 5 GB of columns, not 5 + 3.4 GB).
     let unpack = (n3 as f64).sqrt();
     let pair = unpack * std::f64::consts::FRAC_1_SQRT_2;
     for wave in blocks.chunks(OUTPUT_WAVE) {
-        let outs: Vec<(Vec<Row>, Mat<f64>)> = wave
-            .par_iter()
-            .map(|reps| {
-                let b = cols.block(reps);
-                let mut o = Mat::<f64>::zeros(b.nrows, k);
-                matmul(
-                    o.as_mut(),
-                    Accum::Replace,
-                    b.mat(w),
-                    t.as_ref(),
-                    1.0,
-                    Par::Seq,
-                );
-                (b.rows, o)
-            })
-            .collect();
-        vectors.par_iter_mut().enumerate().for_each(|(j, u)| {
-            for (rows, o) in &outs {
+        let outs: Vec<(Vec<Row>, Mat<f64>)> = {
+            let view = Columns {
+                n,
+                cols: &columns,
+                mirrored: mirrored.clone(),
+                scale,
+            };
+            wave.par_iter()
+                .map(|reps| {
+                    let b = view.block(reps);
+                    let mut o = Mat::<f64>::zeros(b.nrows, k);
+                    matmul(
+                        o.as_mut(),
+                        Accum::Replace,
+                        b.mat(w),
+                        t.as_ref(),
+                        1.0,
+                        Par::Seq,
+                    );
+                    (b.rows, o)
+                })
+                .collect()
+        };
+        columns[..k].par_iter_mut().enumerate().for_each(|(j, u)| {
+            for (reps, (rows, o)) in wave.iter().zip(&outs) {
+                // Rows dropped as zero in every column may be non-zero in this one.
+                for &v in reps.iter() {
+                    let v = v as usize;
+                    u[v] = Complex::new(0.0, 0.0);
+                    u[flip(v, n)] = Complex::new(0.0, 0.0);
+                }
                 for (i, row) in rows.iter().enumerate() {
                     let val = o[(i, j)];
                     let (v, p) = (row.v as usize, row.p as usize);
@@ -376,6 +393,8 @@ pub(super) fn randomized_svd(
             }
         });
     }
+    columns.truncate(k);
+    let vectors = columns;
     tracing::info!(
         columns = c,
         rank = r,
