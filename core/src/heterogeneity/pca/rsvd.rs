@@ -343,11 +343,15 @@ pub(super) fn randomized_svd(
     // needs no memory of its own (at N = 128: 5 GB of columns, not 5 + 3.4 GB).
     let unpack = (n3 as f64).sqrt();
     let pair = unpack * std::f64::consts::FRAC_1_SQRT_2;
+    // The packed block has 2c real directions, so up to 2c vectors: room for those beyond c.
+    if k > c {
+        columns.resize_with(k, || vec![Complex::new(0.0f32, 0.0); n3]);
+    }
     for wave in blocks.chunks(OUTPUT_WAVE) {
         let outs: Vec<(Vec<Row>, Mat<f64>)> = {
             let view = Columns {
                 n,
-                cols: &columns,
+                cols: &columns[..c],
                 mirrored: mirrored.clone(),
                 scale,
             };
@@ -424,6 +428,72 @@ mod tests {
                 let kp = pi[a] as i64 - 3;
                 // −k, wrapped into −N/2..N/2.
                 assert_eq!(kp, if k == -3 { -3 } else { -k });
+            }
+        }
+    }
+
+    /// Real inner product of two spectra (the real-space inner product times N³).
+    fn rdot(a: &[Complex<f32>], b: &[Complex<f32>]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| x.re as f64 * y.re as f64 + x.im as f64 * y.im as f64)
+            .sum()
+    }
+
+    #[test]
+    fn basis_spans_the_hermitian_columns_even_with_more_vectors_than_columns() {
+        let n = 8;
+        let n3 = n * n * n;
+        let mut rng = crate::rng::Rng::new(5);
+        // kx > 0 everywhere: the sketch has c + c = 6 columns (RECOVAR's rule), the full rank.
+        let freqs = vec![[1, 0, 0], [2, 1, -1], [1, 2, 3]];
+        let cols: Vec<Vec<Complex<f32>>> = (0..3)
+            .map(|_| {
+                (0..n3)
+                    .map(|_| Complex::new(rng.normal() as f32, rng.normal() as f32))
+                    .collect()
+            })
+            .collect();
+        // Six real directions (re and im of three columns), asked for up to 8 vectors.
+        let b = randomized_svd(&freqs, cols.clone(), n, 300, 8, 1).unwrap();
+        assert_eq!(b.vectors.len(), 6);
+        assert!(b.values.windows(2).all(|w| w[0] >= w[1]), "{:?}", b.values);
+        for (i, u) in b.vectors.iter().enumerate() {
+            for v in 0..n3 {
+                let (a, c) = (u[v], u[flip(v, n)].conj());
+                assert!((a - c).norm() < 1e-4, "vector {i} is not Hermitian at {v}");
+            }
+            for (j, w) in b.vectors.iter().enumerate() {
+                let want = if i == j { n3 as f64 } else { 0.0 };
+                assert!((rdot(u, w) - want).abs() < 1e-3 * n3 as f64, "<u{i}, u{j}>");
+            }
+        }
+        // Every Hermitian part of every column lies in the span: a column with kx > 0 and
+        // its mirror, i.e. twice the Hermitian part, except on the −N/2 planes, which are
+        // their own mirrors.
+        for c in &cols {
+            for imag in [false, true] {
+                let h: Vec<Complex<f32>> = (0..n3)
+                    .map(|v| {
+                        let (x, y) = (c[v], c[flip(v, n)].conj());
+                        let w = if on_boundary(v, n) { 0.5 } else { 1.0 };
+                        if imag {
+                            (x - y) * Complex::new(0.0, w)
+                        } else {
+                            (x + y) * w
+                        }
+                    })
+                    .collect();
+                let norm2 = rdot(&h, &h);
+                let captured: f64 = b
+                    .vectors
+                    .iter()
+                    .map(|u| rdot(&h, u).powi(2) / n3 as f64)
+                    .sum();
+                assert!(
+                    (captured / norm2 - 1.0).abs() < 1e-4,
+                    "{captured} of {norm2}"
+                );
             }
         }
     }
