@@ -109,8 +109,6 @@ const REG_INIT_MULTIPLIER: f64 = 1e-2;
 pub const PRIOR_TOLERANCE: f64 = 1e-6;
 /// RECOVAR's tiny floor for denominators.
 const EPSILON: f64 = 1e-16;
-/// FSC clamp of the prior update (as `variance::prior_from_fsc`).
-const FSC_ZERO_THRESHOLD: f64 = 0.001;
 /// Lines per block in the strided FFT passes.
 const LINES: usize = 16;
 
@@ -1075,13 +1073,7 @@ impl Regularizer {
     /// same sums in the same order), with `L = lhs` per inner voxel.
     fn prior(&self, fsc: &[f64], lhs: &[f64], tau: &[f64]) -> Vec<f64> {
         let count = self.count;
-        let last = tau.len().saturating_sub(1);
-        let inv: Vec<f64> = (0..count)
-            .map(|r| {
-                let t = tau[r.min(last)];
-                1.0 / if t > 0.0 { t } else { FSC_ZERO_THRESHOLD }
-            })
-            .collect();
+        let inv = super::variance::inverse_priors(tau, count);
         let mut top = vec![0.0f64; count];
         let mut bot = vec![0.0f64; count];
         for (&i, &l) in self.inner.iter().zip(lhs) {
@@ -1093,21 +1085,7 @@ impl Regularizer {
                 bot[s] += l / d;
             }
         }
-        (0..count)
-            .map(|r| {
-                let f = fsc
-                    .get(r)
-                    .copied()
-                    .unwrap_or(0.0)
-                    .clamp(FSC_ZERO_THRESHOLD, 1.0 - FSC_ZERO_THRESHOLD);
-                let snr = f / (1.0 - f);
-                if top[r] > 0.0 {
-                    snr * bot[r] / top[r]
-                } else {
-                    EPSILON
-                }
-            })
-            .collect()
+        super::variance::prior_from_sums(fsc, &top, &bot)
     }
 
     /// `Σ_k H_k` and `Σ_k B_k` in the order [`Regularizer::post`] reads them (the disc

@@ -156,12 +156,7 @@ where
     let mut top = vec![0.0f64; count];
     let mut bot = vec![0.0f64; count];
     let inv: Vec<f64> = match prior {
-        Some(p) => (0..count)
-            .map(|r| {
-                let t = p[r.min(p.len().saturating_sub(1))];
-                1.0 / if t > 0.0 { t } else { FSC_ZERO_THRESHOLD }
-            })
-            .collect(),
+        Some(p) => inverse_priors(p, count),
         None => vec![0.0; count],
     };
     for (i, &s) in shells.iter().enumerate() {
@@ -175,16 +170,36 @@ where
             }
         }
     }
+    prior_from_sums(fsc, &top, &bot)
+}
+
+/// `1/τ(r)` per shell `0..count` for [`prior_from_fsc`]: the last prior value extended,
+/// values ≤ 0 read as 0.001.
+pub(crate) fn inverse_priors(prior: &[f64], count: usize) -> Vec<f64> {
+    let last = prior.len().saturating_sub(1);
     (0..count)
         .map(|r| {
+            let t = prior[r.min(last)];
+            1.0 / if t > 0.0 { t } else { FSC_ZERO_THRESHOLD }
+        })
+        .collect()
+}
+
+/// The new prior of [`prior_from_fsc`] from the shell sums `top`, `bot`:
+/// `SNR(r)·bot/top` with the FSC clamped to `[0.001, 0.999]`, 1e-16 where `top = 0`.
+pub(crate) fn prior_from_sums(fsc: &[f64], top: &[f64], bot: &[f64]) -> Vec<f64> {
+    top.iter()
+        .zip(bot)
+        .enumerate()
+        .map(|(r, (&t, &b))| {
             let f = fsc
                 .get(r)
                 .copied()
                 .unwrap_or(0.0)
                 .clamp(FSC_ZERO_THRESHOLD, 1.0 - FSC_ZERO_THRESHOLD);
             let snr = f / (1.0 - f);
-            if top[r] > 0.0 {
-                snr * bot[r] / top[r]
+            if t > 0.0 {
+                snr * b / t
             } else {
                 EPSILON
             }
