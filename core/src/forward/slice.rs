@@ -203,7 +203,7 @@ impl Plane {
 
     /// Grid coordinates of the start of row `row` (kx = 0 term).
     #[inline(always)]
-    fn row_base(&self, row: usize) -> [f32; 3] {
+    pub(crate) fn row_base(&self, row: usize) -> [f32; 3] {
         let ky = (row as i64 - self.half_d) as f32;
         [
             ky * self.ey[0] + self.centre,
@@ -214,7 +214,7 @@ impl Plane {
 
     /// Grid coordinates `(gx, gy, gz)` of pixel column `col` given its row base.
     #[inline(always)]
-    fn at(&self, base: &[f32; 3], col: usize) -> [f32; 3] {
+    pub(crate) fn at(&self, base: &[f32; 3], col: usize) -> [f32; 3] {
         let kx = (col as i64 - self.half_d) as f32;
         [
             base[0] + kx * self.ex[0],
@@ -434,7 +434,7 @@ fn first_z(interp: Interp, nv: usize, g: [f32; 3]) -> Option<usize> {
 /// (no SSE4.1), a tenth of the slicing time. Exact: the fraction of a float is representable.
 /// `g` is bounded (checked rotations), so the cast cannot saturate.
 #[inline(always)]
-fn floor_frac(g: f32) -> (i64, f32) {
+pub(crate) fn floor_frac(g: f32) -> (i64, f32) {
     let mut i = g as i64; // truncates toward zero
     if (i as f32) > g {
         i -= 1;

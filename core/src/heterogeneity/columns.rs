@@ -92,6 +92,7 @@ use rustfft::{Fft, FftPlanner};
 use super::variance::LHS_QUIRK;
 use super::{Context, CovarianceOptions};
 use crate::error::{Error, Result};
+use crate::forward::slice::{floor_frac, Plane};
 use crate::forward::{cubic, Interp, SliceGeometry};
 use crate::fourier::{radial_to_image_2d, shell_index_3d, window_mask_2d, Fft2};
 use crate::progress::{report, Progress};
@@ -472,7 +473,9 @@ impl<'a> Accumulation<'a> {
                 }
                 fft.forward(noise);
             }
-            let plane = PlaneCoords::new(rot, d);
+            // The backend's own plane geometry (N = D), so the stencils are its voxels and
+            // weights.
+            let plane = Plane::new(&self.geom, rot);
             for row in 0..d {
                 let Some((c0, c1)) = self.geom.row_range(row) else {
                     continue;
@@ -503,57 +506,6 @@ impl<'a> Accumulation<'a> {
 struct ColumnWork {
     patch: Vec<(u32, f32)>,
     noise: Vec<Complex<f32>>,
-}
-
-/// Grid coordinates of the pixels of one image, computed with the same f32 operations as
-/// the backend's slicing geometry (`forward::slice`, N = D, no oversampling), so the
-/// trilinear stencils are the same voxels and weights.
-struct PlaneCoords {
-    ex: [f32; 3],
-    ey: [f32; 3],
-    centre: f32,
-    half_d: i64,
-}
-
-impl PlaneCoords {
-    fn new(rot: &[f32; 9], d: usize) -> Self {
-        PlaneCoords {
-            ex: [rot[0], rot[1], rot[2]],
-            ey: [rot[3], rot[4], rot[5]],
-            centre: (d / 2) as f32,
-            half_d: (d / 2) as i64,
-        }
-    }
-
-    #[inline(always)]
-    fn row_base(&self, row: usize) -> [f32; 3] {
-        let ky = (row as i64 - self.half_d) as f32;
-        [
-            ky * self.ey[0] + self.centre,
-            ky * self.ey[1] + self.centre,
-            ky * self.ey[2] + self.centre,
-        ]
-    }
-
-    #[inline(always)]
-    fn at(&self, base: &[f32; 3], col: usize) -> [f32; 3] {
-        let kx = (col as i64 - self.half_d) as f32;
-        [
-            base[0] + kx * self.ex[0],
-            base[1] + kx * self.ex[1],
-            base[2] + kx * self.ex[2],
-        ]
-    }
-}
-
-/// `(⌊g⌋, g − ⌊g⌋)` without a libm call (as the backend's).
-#[inline(always)]
-fn floor_frac(g: f32) -> (i64, f32) {
-    let mut i = g as i64;
-    if (i as f32) > g {
-        i -= 1;
-    }
-    (i, g - i as f32)
 }
 
 /// Trilinear scatter of one pixel at grid coordinates `g` (`n³` grid, voxels outside

@@ -15,21 +15,13 @@
 //! operations as the backend's slicer), so the weights are the backend's weights.
 
 use num_complex::Complex;
+
+use crate::forward::slice::floor_frac;
 use rayon::prelude::*;
 
 /// Margin (voxels) of the stored ball beyond the clipping radius: neighbours of a slice
 /// point lie within √3 of it; one more voxel absorbs rounding.
 const BALL_MARGIN: f32 = 3.0;
-
-/// `floor` and fraction of a grid coordinate, as the backend's slicer computes them.
-#[inline(always)]
-fn floor_frac(g: f32) -> (i64, f32) {
-    let mut i = g as i64;
-    if (i as f32) > g {
-        i -= 1;
-    }
-    (i, g - i as f32)
-}
 
 /// The basis on the half ball, voxel-major: `data[slot·2q ..][..q]` real parts,
 /// `[q..2q]` imaginary parts.
