@@ -898,7 +898,7 @@ impl Regularizer {
                 }
                 inv.process_with_scratch(&mut lines[..nb * n], scratch);
                 // Only the planes of the box are read on.
-                scatter_z_planes(vol, lines, n, y, xb, nb, &self.box_z);
+                scatter_z(vol, lines, n, y, xb, nb, self.box_z.iter().copied());
                 xb += nb;
             }
         }
@@ -999,7 +999,7 @@ impl Regularizer {
                     }
                 }
                 fwd.process_with_scratch(&mut lines[..nb * n], scratch);
-                scatter_z(vol, lines, n, y, xb, nb);
+                scatter_z(vol, lines, n, y, xb, nb, 0..n);
                 xb += nb;
             }
         }
@@ -1186,7 +1186,7 @@ impl Regularizer {
     }
 }
 
-/// `vol[(z, y, xb + j)] = lines[j·n + z]` for every z.
+/// `vol[(z, y, xb + j)] = lines[j·n + z]` for z in `zs`.
 fn scatter_z(
     vol: &mut [Complex<f32>],
     lines: &[Complex<f32>],
@@ -1194,26 +1194,9 @@ fn scatter_z(
     y: usize,
     xb: usize,
     nb: usize,
+    zs: impl IntoIterator<Item = usize>,
 ) {
-    for z in 0..n {
-        let base = (z * n + y) * n + xb;
-        for j in 0..nb {
-            vol[base + j] = lines[j * n + z];
-        }
-    }
-}
-
-/// `vol[(z, y, xb + j)] = lines[j·n + z]` for z in `zs`.
-fn scatter_z_planes(
-    vol: &mut [Complex<f32>],
-    lines: &[Complex<f32>],
-    n: usize,
-    y: usize,
-    xb: usize,
-    nb: usize,
-    zs: &[usize],
-) {
-    for &z in zs {
+    for z in zs {
         let base = (z * n + y) * n + xb;
         for j in 0..nb {
             vol[base + j] = lines[j * n + z];
