@@ -27,39 +27,40 @@ fn shell_sums<const K: usize>(
     plane: usize,
     f: impl Fn(usize) -> [f64; K] + Sync,
 ) -> (Vec<[f64; K]>, Vec<u64>) {
-    shells
+    // One partial sum per plane, added in plane order: a rayon fold/reduce would group
+    // the planes by how the work was stolen, and the last bits would change from run to run.
+    let per_plane: Vec<(Vec<[f64; K]>, Vec<u64>)> = shells
         .par_chunks(plane)
         .enumerate()
-        .fold(
-            || (vec![[0.0; K]; ns], vec![0u64; ns]),
-            |(mut sums, mut counts), (z, sh)| {
-                for (j, &s) in sh.iter().enumerate() {
-                    let s = s as usize;
-                    if s < ns {
-                        let v = f(z * plane + j);
-                        for (acc, x) in sums[s].iter_mut().zip(v) {
-                            *acc += x;
-                        }
-                        counts[s] += 1;
+        .map(|(z, sh)| {
+            let mut sums = vec![[0.0; K]; ns];
+            let mut counts = vec![0u64; ns];
+            for (j, &s) in sh.iter().enumerate() {
+                let s = s as usize;
+                if s < ns {
+                    let v = f(z * plane + j);
+                    for (acc, x) in sums[s].iter_mut().zip(v) {
+                        *acc += x;
                     }
+                    counts[s] += 1;
                 }
-                (sums, counts)
-            },
-        )
-        .reduce(
-            || (vec![[0.0; K]; ns], vec![0u64; ns]),
-            |(mut a, mut ca), (b, cb)| {
-                for (x, y) in a.iter_mut().zip(&b) {
-                    for (p, q) in x.iter_mut().zip(y) {
-                        *p += q;
-                    }
-                }
-                for (x, y) in ca.iter_mut().zip(&cb) {
-                    *x += y;
-                }
-                (a, ca)
-            },
-        )
+            }
+            (sums, counts)
+        })
+        .collect();
+    let mut sums = vec![[0.0; K]; ns];
+    let mut counts = vec![0u64; ns];
+    for (ps, pc) in per_plane {
+        for (x, y) in sums.iter_mut().zip(&ps) {
+            for (p, q) in x.iter_mut().zip(y) {
+                *p += q;
+            }
+        }
+        for (x, y) in counts.iter_mut().zip(&pc) {
+            *x += y;
+        }
+    }
+    (sums, counts)
 }
 
 /// Fourier shell correlation of two centered `n³` spectra (§15.1):
@@ -111,6 +112,12 @@ pub fn fsc(
         let y = Complex::new(b[i].re as f64, b[i].im as f64) - mean_b[s];
         [(x.conj() * y).re, x.norm_sqr(), y.norm_sqr()]
     });
+    Ok(fsc_from_sums(&sums))
+}
+
+/// FSC per shell from `[Σ Re(conj a·b), Σ|a|², Σ|b|²]`: non-finite values (empty shells)
+/// are 0 and `FSC(0) := FSC(1)`, as RECOVAR.
+pub(crate) fn fsc_from_sums(sums: &[[f64; 3]]) -> Vec<f64> {
     let mut out: Vec<f64> = sums
         .iter()
         .map(|[ab, aa, bb]| {
@@ -125,7 +132,7 @@ pub fn fsc(
     if out.len() > 1 {
         out[0] = out[1];
     }
-    Ok(out)
+    out
 }
 
 /// Fractional shell index where `fsc` first drops below `threshold`, as RECOVAR's

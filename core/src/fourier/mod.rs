@@ -40,6 +40,7 @@ pub use crop::{hartley_crop, HartleyCropper};
 pub use fft::{CenteredFft, Direction};
 pub use fft2::{fft2_batch_inplace, fft2_forward_batch, fft2_inverse_batch, Fft2, Fft2Scratch};
 pub use fft3::Fft3;
+pub(crate) use fsc::fsc_from_sums;
 pub use fsc::{
     apply_fsc_weighting, bfactor_sharpen, fsc, fsc_crossing, fsc_resolutions, fsc_weights,
     low_pass_filter, resolution_at, FscResolutions,

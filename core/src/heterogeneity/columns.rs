@@ -94,6 +94,7 @@ use super::{Context, CovarianceOptions};
 use crate::error::{Error, Result};
 use crate::forward::slice::{floor_frac, Plane};
 use crate::forward::{cubic, Interp, SliceGeometry};
+use crate::fourier::fsc_from_sums;
 use crate::fourier::{radial_to_image_2d, shell_index_3d, window_mask_2d, Fft2};
 use crate::progress::{report, Progress};
 use crate::reconstruct::mean::{denominator_floors, inverse_prior};
@@ -639,26 +640,6 @@ struct Regularizer {
 struct ShellStats {
     a: Vec<f64>,
     fallback: Vec<f64>,
-}
-
-/// FSC per shell from `[Σ Re(conj a·b), Σ|a|², Σ|b|²]` (as `fsc_sequential`: non-finite → 0,
-/// `FSC(0) := FSC(1)`).
-fn fsc_from_sums(sums: &[[f64; 3]]) -> Vec<f64> {
-    let mut out: Vec<f64> = sums
-        .iter()
-        .map(|[ab, aa, bb]| {
-            let v = ab / (aa * bb).sqrt();
-            if v.is_finite() {
-                v
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    if out.len() > 1 {
-        out[0] = out[1];
-    }
-    out
 }
 
 /// One column's data in the order the post-processing reads it ([`Regularizer::pack`]).

@@ -120,21 +120,7 @@ where
             t[2] += y.norm_sqr();
         }
     }
-    let mut out: Vec<f64> = sums
-        .iter()
-        .map(|[ab, aa, bb]| {
-            let v = ab / (aa * bb).sqrt();
-            if v.is_finite() {
-                v
-            } else {
-                0.0
-            }
-        })
-        .collect();
-    if out.len() > 1 {
-        out[0] = out[1];
-    }
-    out
+    crate::fourier::fsc_from_sums(&sums)
 }
 
 /// RECOVAR's `compute_fsc_prior_gpu_v2` (§5.5): with `SNR = FSC/(1 − FSC)` (FSC clamped to

@@ -436,21 +436,7 @@ impl Ctx<'_> {
             acc[1] += fa.norm_sqr();
             acc[2] += fb.norm_sqr();
         }
-        let mut fsc: Vec<f64> = sums
-            .iter()
-            .map(|[ab, aa, bb]| {
-                let v = ab / (aa * bb).sqrt();
-                if v.is_finite() {
-                    v
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        if fsc.len() > 1 {
-            fsc[0] = fsc[1];
-        }
-        fsc
+        crate::fourier::fsc_from_sums(&sums)
     }
 
     /// Copy the `M³` crop of the average around `p` into the real (`imag = false`) or
