@@ -93,7 +93,9 @@ pub fn soft_mask_outside_map(
             0.0
         }
     });
-    let (sum, weight) = vol
+    // Per-plane partial sums added in plane order (a rayon reduce groups them by work
+    // stealing, which changes the last bits from run to run).
+    let partials: Vec<(f64, f64)> = vol
         .par_chunks(n * n)
         .zip(inner.par_chunks(n * n))
         .map(|(v, m)| {
@@ -106,7 +108,10 @@ pub fn soft_mask_outside_map(
             }
             (s, w)
         })
-        .reduce(|| (0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        .collect();
+    let (sum, weight) = partials
+        .iter()
+        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
     if weight <= 0.0 {
         return Ok(());
     }
