@@ -9,11 +9,13 @@
 //! [`fourier`] (centered transforms, shells, FSC, masks) and [`rng`] are used by all.
 //! A lower room never imports a higher one.
 
+pub mod analysis;
 pub mod backend;
 pub mod dataset;
 pub mod error;
 pub mod forward;
 pub mod fourier;
+pub mod generate;
 pub mod heterogeneity;
 pub mod io;
 pub mod pipeline;

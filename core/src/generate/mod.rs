@@ -1,0 +1,1 @@
+//! Kernel-regression volume generation (algorithms.md §7).
