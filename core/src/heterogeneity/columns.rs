@@ -1572,6 +1572,7 @@ mod tests {
                     tau: Some(&tau),
                     volume_mask: Some(mask),
                     complex: true,
+                    raw: false,
                 },
             )
             .unwrap();

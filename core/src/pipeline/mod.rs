@@ -15,6 +15,7 @@
 //! memory per stage.
 
 mod checkpoint;
+pub mod load;
 mod outputs;
 mod timing;
 

@@ -353,6 +353,19 @@ fn write_embeddings(model: &Path, ds: &Dataset, embeddings: &[ZdimEmbedding]) ->
 }
 
 #[allow(clippy::too_many_arguments)]
+/// An optional path as a Python str (absolute, so the run can be reopened from anywhere)
+/// or None.
+fn opt_path(p: Option<&Path>) -> pickle::PyValue {
+    match p {
+        Some(p) => pickle::PyValue::Str(absolute(p).display().to_string()),
+        None => pickle::PyValue::None,
+    }
+}
+
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 fn write_params(
     path: &Path,
     ds: &Dataset,
@@ -376,13 +389,25 @@ fn write_params(
     let input_args = PyValue::Dict(vec![
         (
             key("particles"),
-            PyValue::Str(ds.particles_path().display().to_string()),
+            PyValue::Str(absolute(ds.particles_path()).display().to_string()),
         ),
         (
             key("outdir"),
             PyValue::Str(opts.outdir.display().to_string()),
         ),
         (key("mask"), PyValue::Str(opts.mask.to_string())),
+        // Everything needed to reopen the same particles (compute_state, analyze).
+        (key("poses"), opt_path(opts.dataset.poses.as_deref())),
+        (key("ctf"), opt_path(opts.dataset.ctf.as_deref())),
+        (key("datadir"), opt_path(opts.dataset.datadir.as_deref())),
+        (key("ind"), opt_path(opts.dataset.ind.as_deref())),
+        (
+            key("n_images"),
+            opts.dataset
+                .n_images
+                .map(|v| PyValue::Int(v as i64))
+                .unwrap_or(PyValue::None),
+        ),
         (
             key("noise_model"),
             PyValue::Str(format!("{:?}", opts.noise_model).to_lowercase()),

@@ -239,6 +239,9 @@ pub struct PostProcessOptions<'a> {
     /// Hermitian) and drops it; a covariance column `Σ[:, ξ]` is the spectrum of a complex
     /// volume and must keep it.
     pub complex: bool,
+    /// Skip the soft spherical mask and the gridding correction (steps 4 and 6): the
+    /// kernel-regression candidates of the cross-validation are compared raw (§7.4).
+    pub raw: bool,
 }
 
 /// Post-process accumulators into a volume (§3.2). `tau` is a per-shell prior on the N grid
@@ -260,6 +263,7 @@ pub fn post_process(
             tau,
             volume_mask: None,
             complex: false,
+            raw: false,
         },
     )
 }
@@ -348,13 +352,17 @@ pub fn post_process_with(
         vec![&mut re]
     };
     for part in parts {
-        soft_mask_outside_map(part, n, (n / 2) as f64, 3.0)?;
+        if !opts.raw {
+            soft_mask_outside_map(part, n, (n / 2) as f64, 3.0)?;
+        }
         if let Some(m) = opts.volume_mask {
             for (v, w) in part.iter_mut().zip(m) {
                 *v *= w;
             }
         }
-        gridding_correct(part, n, s as f64, GriddingKernel::Trilinear)?;
+        if !opts.raw {
+            gridding_correct(part, n, s as f64, GriddingKernel::Trilinear)?;
+        }
     }
     let spec = if opts.complex {
         let mut c: Vec<Complex<f32>> = re

@@ -5,8 +5,11 @@
 //! spellings (`parse-pose-star`) are accepted too.
 
 mod common;
+mod compute_state;
 mod downsample;
+mod generate_from_embedding;
 mod info;
+mod kernel_args;
 mod make_test_dataset;
 mod parse_ctf_csparc;
 mod parse_ctf_star;
@@ -54,6 +57,12 @@ enum Command {
     /// Simulate a heterogeneous dataset with known ground truth
     #[command(name = "make_test_dataset", alias = "make-test-dataset")]
     MakeTestDataset(make_test_dataset::Args),
+    /// Generate volumes at latent points by kernel regression, from a pipeline run
+    #[command(name = "compute_state", alias = "compute-state")]
+    ComputeState(compute_state::Args),
+    /// Generate volumes by kernel regression from an embedding made by another method (e.g. cryoDRGN z.pkl)
+    #[command(name = "generate_from_embedding", alias = "generate-from-embedding")]
+    GenerateFromEmbedding(generate_from_embedding::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -61,6 +70,8 @@ fn main() -> std::process::ExitCode {
     // Commands that write an output folder also log to its run.log.
     let log_file = match &cli.command {
         Command::Pipeline(a) => Some(a.outdir.join("run.log")),
+        Command::ComputeState(a) => Some(a.outdir.join("run.log")),
+        Command::GenerateFromEmbedding(a) => Some(a.outdir.join("run.log")),
         _ => None,
     };
     if let Err(e) = common::init_logging(cli.verbose, log_file.as_deref()) {
@@ -76,6 +87,8 @@ fn main() -> std::process::ExitCode {
         Command::Info(a) => info::run(a),
         Command::Pipeline(a) => pipeline::run(a),
         Command::MakeTestDataset(a) => make_test_dataset::run(a),
+        Command::ComputeState(a) => compute_state::run(a),
+        Command::GenerateFromEmbedding(a) => generate_from_embedding::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
