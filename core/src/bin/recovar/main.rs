@@ -6,6 +6,8 @@
 
 mod common;
 mod downsample;
+mod extract_image_subset;
+mod extract_image_subset_from_kmeans;
 mod info;
 mod make_test_dataset;
 mod parse_ctf_csparc;
@@ -54,6 +56,16 @@ enum Command {
     /// Simulate a heterogeneous dataset with known ground truth
     #[command(name = "make_test_dataset", alias = "make-test-dataset")]
     MakeTestDataset(make_test_dataset::Args),
+    /// Indices of the images behind one region of a generated volume (and optionally the
+    /// .star/.cs subset)
+    #[command(name = "extract_image_subset", alias = "extract-image-subset")]
+    ExtractImageSubset(extract_image_subset::Args),
+    /// Indices of the images in some k-means clusters (and optionally the .star/.cs subset)
+    #[command(
+        name = "extract_image_subset_from_kmeans",
+        alias = "extract-image-subset-from-kmeans"
+    )]
+    ExtractImageSubsetFromKmeans(extract_image_subset_from_kmeans::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -76,6 +88,8 @@ fn main() -> std::process::ExitCode {
         Command::Info(a) => info::run(a),
         Command::Pipeline(a) => pipeline::run(a),
         Command::MakeTestDataset(a) => make_test_dataset::run(a),
+        Command::ExtractImageSubset(a) => extract_image_subset::run(a),
+        Command::ExtractImageSubsetFromKmeans(a) => extract_image_subset_from_kmeans::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
