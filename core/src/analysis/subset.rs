@@ -369,10 +369,10 @@ impl VolumeDir {
                 ),
             )
         })?;
-        let mut shell = shell_for_resolution(rho, m, self.voxel_size);
-        if shell == 0 {
-            tracing::debug!(
-                "local resolution {rho} Å at sampling point {k} is at or below the first shell"
+        let (mut shell, floored) = shell_for_resolution(rho, m, self.voxel_size);
+        if floored {
+            tracing::warn!(
+                "the local resolution at sampling point {k} ({rho} Å) is very low: using the                  first shell; the subset is probably not meaningful"
             );
         }
         if shell >= self.n_shells {
@@ -428,17 +428,21 @@ fn subvolume_size(maskrad: f64, voxel: f64) -> Option<usize> {
 
 /// The `ml_choice` column for a local resolution `rho` (Å) in a sub-box of side `m`:
 /// `argmin_k |f_k − 1/rho| − 1`, floored at 0, over the non-negative sub-box frequencies
-/// `f_k = k/(m·voxel)` except the last, `k = 0..m/2−2`.
+/// `f_k = k/(m·voxel)` except the last, `k = 0..m/2−2`; and whether the floor applied
+/// (upstream warns then).
 ///
 /// Computed in f32 like upstream (`get_1d_frequency_grid` is float32, the map value too), so
 /// that ties between two shells break the same way; numpy's argmin takes the first minimum,
 /// or the first NaN (a NaN or zero resolution gives shell 0).
-fn shell_for_resolution(rho: f32, m: usize, voxel: f64) -> usize {
+fn shell_for_resolution(rho: f32, m: usize, voxel: f64) -> (usize, bool) {
     let target = 1.0f32 / rho;
     let denom = m as f32 * voxel as f32;
     let n_freq = (m / 2).saturating_sub(1);
     let diffs = (0..n_freq).map(|k| (k as f32 / denom - target).abs());
-    argmin_first(diffs).map_or(0, |k| k.saturating_sub(1))
+    match argmin_first(diffs) {
+        Some(k) if k > 0 => (k - 1, false),
+        _ => (0, true),
+    }
 }
 
 /// numpy's argmin: the first minimum, or the first NaN if there is one.
@@ -747,16 +751,17 @@ mod tests {
     fn shells_follow_the_sub_box_grid() {
         // M = 12, voxel 2 Å: f_k = k/24 Å⁻¹ for k = 0..4.
         assert_eq!(subvolume_size(4.0, 2.0), Some(12));
-        assert_eq!(shell_for_resolution(8.0, 12, 2.0), 2); // 1/8 = f_3
-        assert_eq!(shell_for_resolution(12.0, 12, 2.0), 1); // f_2
-        assert_eq!(shell_for_resolution(24.0, 12, 2.0), 0); // f_1 → 0
-        assert_eq!(shell_for_resolution(50.0, 12, 2.0), 0); // nearest f_0, floored
-                                                            // The last non-negative frequency (k = 5, Nyquist-1) is excluded: 1/ρ = 5/24 picks k = 4.
-        assert_eq!(shell_for_resolution(24.0 / 5.0, 12, 2.0), 3);
-        assert_eq!(shell_for_resolution(1.0, 12, 2.0), 3);
+        let shell = |rho: f32| shell_for_resolution(rho, 12, 2.0);
+        assert_eq!(shell(8.0), (2, false)); // 1/8 = f_3
+        assert_eq!(shell(12.0), (1, false)); // f_2
+        assert_eq!(shell(24.0), (0, false)); // f_1
+        assert_eq!(shell(50.0), (0, true)); // nearest f_0, floored
+                                            // The last non-negative frequency (k = 5) is excluded: 1/ρ = 5/24 picks k = 4.
+        assert_eq!(shell(24.0 / 5.0), (3, false));
+        assert_eq!(shell(1.0), (3, false));
         // Degenerate resolutions give shell 0, as numpy's argmin.
-        assert_eq!(shell_for_resolution(0.0, 12, 2.0), 0);
-        assert_eq!(shell_for_resolution(f32::NAN, 12, 2.0), 0);
+        assert_eq!(shell(0.0), (0, true));
+        assert_eq!(shell(f32::NAN), (0, true));
         // Ties go to the first minimum; a NaN wins.
         assert_eq!(argmin_first([2.0, 1.0, 1.0, 3.0]), Some(1));
         assert_eq!(argmin_first([1.0, f32::NAN, 0.0]), Some(1));
