@@ -49,6 +49,9 @@
 //! (empty, containing whitespace or `#`, starting with a quote, `_` or `;`, or starting
 //! with a reserved word such as `data_`). The output re-parses to equal tables and is
 //! read by the Python `starfile` package (tested in `core/tests/star.rs`).
+//!
+//! [`write_subset`] is different: it keeps some particle rows of an existing file and
+//! copies everything else line for line, so the subset looks exactly like its source.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -709,6 +712,122 @@ fn quote_value(v: &str) -> Option<Cow<'_, str>> {
         }
     }
     None
+}
+
+// ---------------------------------------------------------------------------------------
+// Subsets
+// ---------------------------------------------------------------------------------------
+
+/// Write a copy of the `.star` file `original` to `out` in which the particle table keeps
+/// only `rows` (0-based, in the order given; an index may repeat), and return how many
+/// rows were written. This is cryoDRGN's `write_star --ind` without re-formatting: the
+/// file is copied line by line, so every other block (`data_optics`, key/value blocks),
+/// the `# version` lines, comments, column headers, quoting, number formatting and line
+/// endings stay byte for byte as they were, and each kept row is its original line.
+///
+/// The particle table is the one [`StarFile::particles`] picks (cryoDRGN's rule), in RELION
+/// 3.0 files (a single table) as in 3.1+ and 5 (optics plus particles, in either order).
+/// Blank and `#` comment lines *between* particle rows are not kept (they belong to no
+/// row; RELION never writes them).
+///
+/// Errors: the file does not parse, `rows` is empty (the result would have no particle
+/// table), an index is out of range (naming the file, the table's row count and how many
+/// indices are out of range), or the written table would no longer be the particle table
+/// by cryoDRGN's rule (another loop block has more rows than the subset). The output is
+/// written atomically.
+pub fn write_subset(original: &Path, rows: &[usize], out: &Path) -> Result<usize> {
+    let bytes = read_bytes(original)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        Error::format(
+            original,
+            format!(
+                "not a valid STAR file: not UTF-8 text (bad byte at offset {})",
+                e.valid_up_to()
+            ),
+        )
+    })?;
+    let subset = subset_text(original, text, rows)?;
+    write_bytes(out, subset.as_bytes())?;
+    Ok(rows.len())
+}
+
+/// The text of the subset file (see [`write_subset`]); errors name `original`.
+fn subset_text(original: &Path, text: &str, rows: &[usize]) -> Result<String> {
+    let refuse = |msg: String| Error::format(original, msg);
+    let file = StarFile::parse(text).map_err(|e| e.in_file(original))?;
+    let table = file.particles().map_err(|e| e.in_file(original))?;
+    let n = table.n_rows();
+    if rows.is_empty() {
+        return Err(refuse(format!(
+            "no rows selected: refusing to write a subset without particles \
+             (the particle table {} has {n} rows)",
+            table.name()
+        )));
+    }
+    let out_of_range: Vec<usize> = rows.iter().copied().filter(|&r| r >= n).collect();
+    if let Some(&first) = out_of_range.first() {
+        let largest = out_of_range.iter().copied().max().unwrap_or(first);
+        return Err(refuse(format!(
+            "{} of the {} row indices are out of range (first {first}, largest {largest}): \
+             the particle table {} has {n} rows (indices 0..={})",
+            out_of_range.len(),
+            rows.len(),
+            table.name(),
+            n.saturating_sub(1)
+        )));
+    }
+    // 0-based source line of every row; the parser records one per loop row.
+    let row_lines: Vec<usize> = (0..n)
+        .map(|r| table.line_of_row(r).map(|l| l - 1))
+        .collect::<Option<_>>()
+        .ok_or_else(|| refuse("internal: a particle row has no source line".into()))?;
+    let (Some(&first_line), Some(&last_line)) = (row_lines.first(), row_lines.last()) else {
+        return Err(refuse("the particle table has no rows".into()));
+    };
+    // Split exactly as the parser numbered the lines, keeping any `\r`, so that joining
+    // with `\n` gives back the original bytes.
+    let lines: Vec<&str> = text.split('\n').collect();
+    let line = |i: usize| {
+        lines
+            .get(i)
+            .copied()
+            .ok_or_else(|| refuse(format!("internal: line {} is out of range", i + 1)))
+    };
+    let mut out = String::new();
+    for i in 0..first_line {
+        out.push_str(line(i)?);
+        out.push('\n');
+    }
+    for &r in rows {
+        let l = row_lines
+            .get(r)
+            .copied()
+            .ok_or_else(|| refuse(format!("internal: row {r} out of range")))?;
+        out.push_str(line(l)?);
+        out.push('\n');
+    }
+    for i in last_line + 1..lines.len() {
+        out.push_str(line(i)?);
+        if i + 1 < lines.len() {
+            out.push('\n');
+        }
+    }
+    // The copy must read back with the same block as its particle table, holding exactly
+    // the requested rows: a smaller table could lose cryoDRGN's "largest table" rule to
+    // another loop block.
+    let back = StarFile::parse(&out).map_err(|e| e.in_file(original))?;
+    let t = back.particles().map_err(|e| e.in_file(original))?;
+    if t.name() != table.name() || t.n_rows() != rows.len() {
+        return Err(refuse(format!(
+            "a subset of {} rows of {} would not read back as the particle table \
+             (block {} with {} rows is larger)",
+            rows.len(),
+            table.name(),
+            t.name(),
+            t.n_rows()
+        )));
+    }
+    Ok(out)
 }
 
 // ---------------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ mod common;
 mod compute_state;
 mod downsample;
 mod generate_from_embedding;
+mod extract_image_subset;
+mod extract_image_subset_from_kmeans;
 mod info;
 mod kernel_args;
 mod make_test_dataset;
@@ -63,6 +65,16 @@ enum Command {
     /// Generate volumes by kernel regression from an embedding made by another method (e.g. cryoDRGN z.pkl)
     #[command(name = "generate_from_embedding", alias = "generate-from-embedding")]
     GenerateFromEmbedding(generate_from_embedding::Args),
+    /// Indices of the images behind one region of a generated volume (and optionally the
+    /// .star/.cs subset)
+    #[command(name = "extract_image_subset", alias = "extract-image-subset")]
+    ExtractImageSubset(extract_image_subset::Args),
+    /// Indices of the images in some k-means clusters (and optionally the .star/.cs subset)
+    #[command(
+        name = "extract_image_subset_from_kmeans",
+        alias = "extract-image-subset-from-kmeans"
+    )]
+    ExtractImageSubsetFromKmeans(extract_image_subset_from_kmeans::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -89,6 +101,8 @@ fn main() -> std::process::ExitCode {
         Command::MakeTestDataset(a) => make_test_dataset::run(a),
         Command::ComputeState(a) => compute_state::run(a),
         Command::GenerateFromEmbedding(a) => generate_from_embedding::run(a),
+        Command::ExtractImageSubset(a) => extract_image_subset::run(a),
+        Command::ExtractImageSubsetFromKmeans(a) => extract_image_subset_from_kmeans::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
