@@ -121,7 +121,8 @@ fn main() -> R<()> {
         let t0 = std::time::Instant::now();
         let v = generate_volume(&ds, &backend, &noise, latent, &target, &opts, &NoProgress)?;
         let secs = t0.elapsed().as_secs_f64();
-        // The label oracle: a reconstruction from exactly this state's images.
+        // The label oracle: a Wiener-regularized reconstruction from exactly this state's
+        // images.
         let ind_path = std::env::temp_dir().join(format!("kr_accuracy_state{k}.pkl"));
         let orig: Vec<i64> = members
             .iter()
@@ -227,6 +228,9 @@ fn main() -> R<()> {
         a_gen += g;
         a_unfil += u;
         a_mean += m;
+    }
+    if picks.is_empty() {
+        return Ok(());
     }
     let k = picks.len() as f64;
     println!(

@@ -20,6 +20,7 @@
 //! tool, in f64.
 
 use num_complex::Complex;
+use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::dataset::Dataset;
@@ -225,12 +226,14 @@ impl Accumulator {
 
     /// `U += step · S0` at a bin boundary.
     fn advance(&mut self, step: f64) {
-        for (u, s) in self.u_y.iter_mut().zip(&self.s0_y) {
-            *u += s * step;
-        }
-        for (u, s) in self.u_c.iter_mut().zip(&self.s0_c) {
-            *u += s * step;
-        }
+        self.u_y
+            .par_iter_mut()
+            .zip(self.s0_y.par_iter())
+            .for_each(|(u, s)| *u += s * step);
+        self.u_c
+            .par_iter_mut()
+            .zip(self.s0_c.par_iter())
+            .for_each(|(u, s)| *u += s * step);
     }
 
     /// `(lhs_j, rhs_j)` from the closed form (module docs); `c` is the last bin read.
@@ -242,14 +245,14 @@ impl Accumulator {
         let bc = bins[c];
         let lhs = self
             .s0_c
-            .iter()
-            .zip(&self.u_c)
+            .par_iter()
+            .zip(self.u_c.par_iter())
             .map(|(&s, &u)| KERNEL_SCALE * (s - (bc * s - u) * inv))
             .collect();
         let rhs = self
             .s0_y
-            .iter()
-            .zip(&self.u_y)
+            .par_iter()
+            .zip(self.u_y.par_iter())
             .map(|(&s, &u)| (s - (s * bc - u) * inv) * KERNEL_SCALE)
             .collect();
         (lhs, rhs)
@@ -352,6 +355,7 @@ pub fn stream_estimates(
         volume_mask: None,
         complex: false,
         raw: upsampling == 1,
+        real_only: true,
     };
     for jp in 0..=stop_after {
         for (acc, &h) in accs.iter_mut().zip(halves) {
@@ -477,7 +481,7 @@ mod tests {
         let f: Vec<f64> = (0..12).map(|j| 1.0 + (j as f64 * 0.37).sin()).collect();
         let last = last_bins(&bins);
         let mut acc = Accumulator::new(1);
-        let mut got = vec![0.0; 12];
+        let mut got = [0.0; 12];
         for jp in 0..12 {
             acc.s0_c[0] += f[jp];
             acc.s0_y[0] += Complex::new(f[jp], -f[jp]);

@@ -160,6 +160,7 @@ pub fn generate_volume(
     };
     let grid = LocalGrid::new(n, opts.maskrad_fraction)?;
     let nb = bins.len();
+    let clock = std::time::Instant::now();
 
     // Pass 1: raw candidates of both halves, scored as they come.
     let mut cv: Option<local::CrossValidation> = None;
@@ -219,6 +220,11 @@ pub fn generate_volume(
         ));
     }
     let choice = local::choose(&errors, np, ns);
+    tracing::debug!(
+        "cross-validation pass: {:.2} s ({np} windows × {ns} shells × {nb} candidates)",
+        clock.elapsed().as_secs_f64()
+    );
+    let clock = std::time::Instant::now();
     let errors: Vec<f32> = errors.concat();
 
     // Pass 2: the chosen candidates at oversampling 2, per halfset, recombined.
@@ -252,6 +258,11 @@ pub fn generate_volume(
         )?;
         *half = rec.finish();
     }
+    tracing::debug!(
+        "final estimates and recombination: {:.2} s",
+        clock.elapsed().as_secs_f64()
+    );
+    let clock = std::time::Instant::now();
     let unfil: Vec<f32> = halves[0]
         .iter()
         .zip(&halves[1])
@@ -290,6 +301,10 @@ pub fn generate_volume(
     } else {
         loc.filtered.clone()
     };
+    tracing::debug!(
+        "local resolution and filtering: {:.2} s",
+        clock.elapsed().as_secs_f64()
+    );
     Ok(GeneratedVolume {
         n,
         voxel_size: vs,

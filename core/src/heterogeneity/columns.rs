@@ -1573,6 +1573,7 @@ mod tests {
                     volume_mask: Some(mask),
                     complex: true,
                     raw: false,
+                    real_only: false,
                 },
             )
             .unwrap();

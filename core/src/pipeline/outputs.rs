@@ -352,7 +352,6 @@ fn write_embeddings(model: &Path, ds: &Dataset, embeddings: &[ZdimEmbedding]) ->
     pickle::dump(model.join("embeddings.pkl"), &value)
 }
 
-#[allow(clippy::too_many_arguments)]
 /// An optional path as a Python str (absolute, so the run can be reopened from anywhere)
 /// or None.
 fn opt_path(p: Option<&Path>) -> pickle::PyValue {
@@ -366,6 +365,7 @@ fn absolute(p: &Path) -> std::path::PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_params(
     path: &Path,
     ds: &Dataset,

@@ -21,6 +21,7 @@
 //! mean does not depend on batch sizes or thread counts.
 
 use num_complex::Complex;
+use rayon::prelude::*;
 
 use crate::backend::Backend;
 use crate::dataset::Dataset;
@@ -200,26 +201,33 @@ pub fn regularized_denominator(
         if tau.is_empty() {
             return Err(Error::invalid("empty prior"));
         }
-        for z in 0..nv {
-            for y in 0..nv {
-                for x in 0..nv {
-                    let i = (z * nv + y) * nv + x;
-                    let r =
-                        (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
-                    let shell = ((r / s).round() as usize).min(tau.len() - 1);
-                    reg[i] += inverse_prior(tau[shell], a[i], s3);
+        // Plane by plane in parallel: every voxel is independent.
+        reg.par_chunks_mut(nv * nv)
+            .zip(a.par_chunks(nv * nv))
+            .enumerate()
+            .for_each(|(z, (plane, aplane))| {
+                for y in 0..nv {
+                    for x in 0..nv {
+                        let i = y * nv + x;
+                        let r =
+                            (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2))
+                                .sqrt();
+                        let shell = ((r / s).round() as usize).min(tau.len() - 1);
+                        plane[i] += inverse_prior(tau[shell], aplane[i], s3);
+                    }
                 }
-            }
-        }
+            });
     }
     // Floor at 1/1000 of the shell average (shells 0..nv/2−2; beyond: the last one).
     let count = nv / 2 - 1;
     let avg = denominator_floors(&shell_means(&reg, nv, count));
     let shells = shell_index_3d(nv);
-    for (r, &sh) in reg.iter_mut().zip(&shells) {
-        let floor = avg[(sh as usize).min(count - 1)];
-        *r = r.max(floor).max(EPSILON);
-    }
+    reg.par_iter_mut()
+        .zip(shells.par_iter())
+        .for_each(|(r, &sh)| {
+            let floor = avg[(sh as usize).min(count - 1)];
+            *r = r.max(floor).max(EPSILON);
+        });
     Ok(reg)
 }
 
@@ -242,6 +250,8 @@ pub struct PostProcessOptions<'a> {
     /// Skip the soft spherical mask and the gridding correction (steps 4 and 6): the
     /// kernel-regression candidates of the cross-validation are compared raw (§7.4).
     pub raw: bool,
+    /// Skip step 7 (the forward DFT): the returned spectrum is empty.
+    pub real_only: bool,
 }
 
 /// Post-process accumulators into a volume (§3.2). `tau` is a per-shell prior on the N grid
@@ -264,6 +274,7 @@ pub fn post_process(
             volume_mask: None,
             complex: false,
             raw: false,
+            real_only: false,
         },
     )
 }
@@ -312,18 +323,21 @@ pub fn post_process_with(
     let den = regularized_denominator(a, nv, s, opts.tau)?;
     let max_r = (nv / 2 - 1) as f64 + 1e-7;
     let mut vol = vec![Complex::new(0.0f32, 0.0); len];
-    for z in 0..nv {
-        for y in 0..nv {
-            for x in 0..nv {
-                let i = (z * nv + y) * nv + x;
-                let r = (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
-                if r < max_r {
-                    let v = b[i] / den[i];
-                    vol[i] = Complex::new(v.re as f32, v.im as f32);
+    vol.par_chunks_mut(nv * nv)
+        .enumerate()
+        .for_each(|(z, plane)| {
+            for y in 0..nv {
+                for x in 0..nv {
+                    let i = (z * nv + y) * nv + x;
+                    let r =
+                        (coord(x, nv).powi(2) + coord(y, nv).powi(2) + coord(z, nv).powi(2)).sqrt();
+                    if r < max_r {
+                        let v = b[i] / den[i];
+                        plane[y * nv + x] = Complex::new(v.re as f32, v.im as f32);
+                    }
                 }
             }
-        }
-    }
+        });
     // Back to real space on the sN grid, crop the central N³.
     Fft3::<f32>::new(nv).inverse(&mut vol);
     let off = (nv - n) / 2;
@@ -364,7 +378,9 @@ pub fn post_process_with(
             gridding_correct(part, n, s as f64, GriddingKernel::Trilinear)?;
         }
     }
-    let spec = if opts.complex {
+    let spec = if opts.real_only {
+        Vec::new()
+    } else if opts.complex {
         let mut c: Vec<Complex<f32>> = re
             .iter()
             .zip(&im)

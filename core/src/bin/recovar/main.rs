@@ -7,9 +7,9 @@
 mod common;
 mod compute_state;
 mod downsample;
-mod generate_from_embedding;
 mod extract_image_subset;
 mod extract_image_subset_from_kmeans;
+mod generate_from_embedding;
 mod info;
 mod kernel_args;
 mod make_test_dataset;
