@@ -23,9 +23,9 @@
 //!    one a coarser grid (`σ_k` = 3 steps) from which the output nodes are interpolated by
 //!    Keys cubic convolution.
 //!
-//! Accuracy: against a direct evaluation, the largest error relative to the maximum is below
+//! Accuracy: against a direct evaluation, the largest error relative to the maximum is about
 //! 2·10⁻⁴ when the output nodes are FFT nodes and about 10⁻³ through the interpolated coarse
-//! grid (the tests check 2·10⁻⁴ and 1.2·10⁻³ on correlated 2-D and 3-D mixtures). If a finer
+//! grid (the tests check 3·10⁻⁴ and 1.2·10⁻³ on correlated 1-D to 4-D mixtures). If a finer
 //! grid would not fit in memory (a kernel far narrower than the output steps in 4-D:
 //! strongly correlated coordinates or tens of millions of points), coarser fallbacks are
 //! used and the result is a slightly smoothed density. The FFT runs in single precision, so
@@ -859,7 +859,7 @@ mod tests {
             "aligned path: {r:?}"
         );
         let e = max_error(&data, 3, &g);
-        assert!(e < 2e-4, "max error {e}");
+        assert!(e < 3e-4, "max error {e}");
         assert_eq!(g.values.iter().cloned().fold(0.0, f32::max), 1.0);
     }
 
@@ -869,7 +869,15 @@ mod tests {
         let g = kde_grid(&data, 3, 22, 3).unwrap();
         let e = max_error(&data, 3, &g);
         let r = ratios(&data, 3, &g);
-        assert!(e < 2e-4, "max error {e} {r:?}");
+        assert!(e < 3e-4, "max error {e} {r:?}");
+    }
+
+    #[test]
+    fn matches_direct_evaluation_4d() {
+        let data = mixture(300, 4, 2, 10);
+        let g = kde_grid(&data, 6, 10, 4).unwrap();
+        let e = max_error(&data, 6, &g);
+        assert!(e < 3e-4, "max error {e} {:?}", ratios(&data, 6, &g));
     }
 
     #[test]
@@ -891,7 +899,7 @@ mod tests {
         let r = ratios(&data, 2, &g);
         assert!(r.iter().all(|&v| v < 1.5), "fine path: {r:?}");
         let e = max_error(&data, 2, &g);
-        assert!(e < 2e-4, "max error {e}");
+        assert!(e < 3e-4, "max error {e}");
     }
 
     #[test]
@@ -901,7 +909,7 @@ mod tests {
         assert_eq!(b, vec![[1.0, 99.0]]);
         let data = mixture(500, 1, 0, 5);
         let g = kde_grid(&data, 1, 50, 1).unwrap();
-        assert!(max_error(&data, 1, &g) < 2e-3);
+        assert!(max_error(&data, 1, &g) < 3e-4);
         // The Silverman factor in 1-D is (3n/4)^(−1/5).
         let h = kde_covariance(&data, 1, 1).unwrap();
         let n = 500.0f64;
@@ -992,12 +1000,24 @@ mod tests {
     #[test]
     #[ignore = "timing: cargo test -p recovar-core --lib kde_timing -- --ignored --nocapture"]
     fn kde_timing() {
-        for n in [20_000usize, 100_000] {
-            let data = mixture(n, 4, 0, 8);
+        // Correlated mixture, and PCA-like coordinates (uncorrelated, decreasing spread).
+        let mut rng = Rng::new(9);
+        let pca_like: Vec<f32> = (0..20_000 * 4)
+            .map(|i| {
+                let k = i % 4;
+                let shift = if (i / 4) % 3 == 0 && k == 0 { 3.0 } else { 0.0 };
+                (shift + rng.normal() / (1.0 + k as f64)) as f32
+            })
+            .collect();
+        for (what, data) in [
+            ("correlated 20k", mixture(20_000, 4, 0, 8)),
+            ("correlated 100k", mixture(100_000, 4, 0, 8)),
+            ("PCA-like 20k", pca_like),
+        ] {
             let t = std::time::Instant::now();
             let g = kde_grid(&data, 4, 50, 4).unwrap();
             println!(
-                "kde_grid: {n} 4-D points on 50^4: {:.2} s (σ/h {:?})",
+                "kde_grid, {what} 4-D points on 50^4: {:.2} s (σ/h {:?})",
                 t.elapsed().as_secs_f64(),
                 ratios(&data, 4, &g)
             );

@@ -792,4 +792,21 @@ mod tests {
         };
         assert!(kmeans(&data, 2, &zero_iter).is_err());
     }
+
+    #[test]
+    #[ignore = "timing: cargo test -p recovar-core --lib kmeans_timing -- --ignored --nocapture"]
+    fn kmeans_timing() {
+        let centres: Vec<Vec<f32>> = (0..25)
+            .map(|b| (0..10).map(|d| ((b * 7 + d * 3) % 11) as f32).collect())
+            .collect();
+        let (data, _) = blobs(&centres, 2000, 1.0, 9);
+        let t = std::time::Instant::now();
+        let r = kmeans(&data, 10, &KmeansOptions::default()).unwrap();
+        println!(
+            "kmeans: 40 clusters of {} 10-D points: {:.2} s (inertia {:.1})",
+            r.labels.len(),
+            t.elapsed().as_secs_f64(),
+            r.inertia
+        );
+    }
 }
