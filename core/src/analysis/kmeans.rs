@@ -38,9 +38,10 @@ pub struct KmeansOptions {
     pub n_init: usize,
     /// Seed of the k-means++ seeding.
     pub seed: u64,
-    /// Divide each axis by its standard deviation before clustering (`--normalize-kmeans`).
-    /// Distances, the choice of the data point nearest each center and the dendrogram are
-    /// then those of the scaled coordinates; the returned centers are still rows of `data`.
+    /// Divide each axis by its standard deviation before clustering (`--normalize-kmeans`;
+    /// an axis without spread is left unscaled). Distances, the choice of the data point
+    /// nearest each center and the dendrogram are then those of the scaled coordinates; the
+    /// returned centers are still rows of `data`.
     pub normalize: bool,
 }
 

@@ -64,8 +64,8 @@ fn check_shape(what: &str, data: &[f32], dim: usize) -> Result<()> {
 /// The PCA figures into `dir` (created if needed): for each pair `(i, j)` of
 /// [`pca_axis_pairs`], `PC_{i}{j}.png` (2-D histogram of `zs` with the `centers` numbered)
 /// and `PC_{i}{j}no_annotate.png` (the centers as plain dots). With one coordinate, RECOVAR
-/// draws nothing; here `PC_0.png` is a histogram of it. Rows with a non-finite value (NaN
-/// padding) are left out. Returns the files written.
+/// draws nothing; here `PC_0.png` is a histogram of it, without the centers. Rows with a
+/// non-finite value (NaN padding) are left out. Returns the files written.
 ///
 /// `zs` is `n × zdim` and `centers` `k × zdim`, row-major.
 ///
