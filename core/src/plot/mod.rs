@@ -1,6 +1,6 @@
 //! PNG figures for the pipeline's reports: FSC curves, eigenvalue spectra, histograms,
-//! scatter plots of latent coordinates, density maps with paths, and grids of volume
-//! slices.
+//! scatter plots of latent coordinates, density maps with paths, maps of a latent plane
+//! with numbered k-means centers, and grids of volume slices.
 //!
 //! Every figure is drawn in memory with the `plotters` crate's bitmap backend, encoded
 //! to PNG by the pure-Rust `png` crate, and written with
@@ -22,10 +22,12 @@ mod common;
 mod font;
 mod images;
 mod lines;
+mod maps;
 mod points;
 
 pub use images::{density_image, image_grid, DensityMap};
 pub use lines::{bar_plot, fsc_plot, histogram, line_plot, LinePlot, Series};
+pub use maps::{marked_map, MapBackground, MarkedMap};
 pub use points::scatter;
 
 #[cfg(test)]
