@@ -164,7 +164,7 @@ fn pipeline(tmp: &Path, data: &Path) -> PathBuf {
 }
 
 #[test]
-fn compute_state_writes_the_seed_layout_and_rejects_bad_points() {
+fn compute_state_analyze_and_subsets_on_a_pipeline_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_dataset(tmp.path(), 600, &[]);
     let pipe = pipeline(tmp.path(), &data);
@@ -245,6 +245,89 @@ fn compute_state_writes_the_seed_layout_and_rejects_bad_points() {
         ],
     );
     assert!(err.contains("not a pipeline output directory"), "{err}");
+
+    // analyze: k-means, center volumes, one trajectory, figures, in analysis_2/.
+    let stdout = recovar_ok(
+        tmp.path(),
+        &[
+            "analyze",
+            pipe.to_str().unwrap(),
+            "--zdim",
+            "2",
+            "--n-clusters",
+            "4",
+            "--n-trajectories",
+            "1",
+            "--n-vols-along-path",
+            "2",
+            "--n-bins",
+            "6",
+            "--n-min-images",
+            "40",
+        ],
+    );
+    assert!(stdout.contains("4 k-means clusters"), "{stdout}");
+    let an = pipe.join("analysis_2");
+    for f in [
+        "kmeans_center_coords.txt",
+        "kmeans_result.pkl",
+        "centers.pkl",
+        "kmeans_center_volumes/all_volumes/vol0003.mrc",
+        "kmeans_center_volumes/vol0000/params.pkl",
+        "traj0/path.json",
+        "traj0/vol0001/unfil.mrc",
+        "trajectory_endpoints.pkl",
+        "PCA/PC_01.png",
+        "umap/umap_embedding.pkl",
+        "umap/sns.png",
+        "density_plots/density_01.png",
+        "contrast_histogram.png",
+        "run.log",
+    ] {
+        assert!(an.join(f).exists(), "analyze: {f} missing");
+    }
+    let km = pickle::load(an.join("kmeans_result.pkl")).unwrap();
+    let labels = km.get("labels").unwrap().as_array().unwrap().to_f64_vec();
+    assert_eq!(labels.len(), 600);
+    assert!(labels.iter().all(|l| (0.0..4.0).contains(l)));
+
+    // Subsets from k-means labels and from a generated volume, straight into .star files
+    // that our parser reads back.
+    let star = data.join("particles.star");
+    let sub = tmp.path().join("sub.star");
+    let idx = tmp.path().join("idx.pkl");
+    recovar_ok(
+        tmp.path(),
+        &[
+            "extract_image_subset_from_kmeans",
+            an.join("centers.pkl").to_str().unwrap(),
+            idx.to_str().unwrap(),
+            "0,2",
+            "--star",
+            star.to_str().unwrap(),
+            "--star-out",
+            sub.to_str().unwrap(),
+        ],
+    );
+    let want = labels.iter().filter(|&&l| l == 0.0 || l == 2.0).count();
+    let back = recovar_core::io::star::StarFile::read(&sub).unwrap();
+    let rows = back.particles().unwrap().n_rows();
+    assert_eq!(rows, want);
+    recovar_ok(
+        tmp.path(),
+        &[
+            "extract_image_subset",
+            "--input-dir",
+            an.join("kmeans_center_volumes/vol0001").to_str().unwrap(),
+            "-o",
+            idx.to_str().unwrap(),
+            "--coordinate",
+            "16,16,18",
+        ],
+    );
+    let ind = pickle::load(&idx).unwrap();
+    let ind = ind.as_array().unwrap().to_i64_vec().unwrap();
+    assert!(!ind.is_empty() && ind.iter().all(|&i| (0..600).contains(&i)));
 }
 
 #[test]

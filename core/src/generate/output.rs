@@ -92,7 +92,10 @@ pub fn write_generated(
         n,
         vs,
     )?;
-    write_latent_points(&dir.join("latent_coords.txt"), std::slice::from_ref(&vol.target))?;
+    write_latent_points(
+        &dir.join("latent_coords.txt"),
+        std::slice::from_ref(&vol.target),
+    )?;
 
     // Distances in original-file indexing.
     let mut full = vec![f64::NAN; ds.total_in_file()];

@@ -135,7 +135,11 @@ pub fn run_analyze(
     let outdir = opts.outdir.clone().unwrap_or_else(|| {
         opts.result_dir.join(format!(
             "analysis_{zdim}{}",
-            if opts.no_z_regularization { "_noreg" } else { "" }
+            if opts.no_z_regularization {
+                "_noreg"
+            } else {
+                ""
+            }
         ))
     });
     std::fs::create_dir_all(&outdir).map_err(|e| Error::io(&outdir, e))?;
@@ -150,7 +154,10 @@ pub fn run_analyze(
     // k-means, centers snapped to data points.
     let k = opts.n_clusters.min(n);
     if k < opts.n_clusters {
-        tracing::warn!("only {n} images: {k} clusters instead of {}", opts.n_clusters);
+        tracing::warn!(
+            "only {n} images: {k} clusters instead of {}",
+            opts.n_clusters
+        );
     }
     let km = kmeans::kmeans(
         &zs,

@@ -14,6 +14,7 @@
 //! last finished stage (with the same result); `timings.json` records wall time and peak
 //! memory per stage.
 
+pub mod analyze;
 mod checkpoint;
 pub mod load;
 mod outputs;

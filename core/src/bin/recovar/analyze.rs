@@ -63,7 +63,11 @@ impl Args {
         match zdim {
             Some(z) => self.result_dir.join(format!(
                 "analysis_{z}{}",
-                if self.no_z_regularization { "_noreg" } else { "" }
+                if self.no_z_regularization {
+                    "_noreg"
+                } else {
+                    ""
+                }
             )),
             None => self.result_dir.clone(),
         }

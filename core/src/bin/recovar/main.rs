@@ -4,6 +4,7 @@
 //! then files. Subcommand names follow the Python tool (`parse_pose_star`, ...); the dashed
 //! spellings (`parse-pose-star`) are accepted too.
 
+mod analyze;
 mod common;
 mod compute_state;
 mod downsample;
@@ -59,6 +60,8 @@ enum Command {
     /// Simulate a heterogeneous dataset with known ground truth
     #[command(name = "make_test_dataset", alias = "make-test-dataset")]
     MakeTestDataset(make_test_dataset::Args),
+    /// k-means on an embedding, volumes at the centers, trajectories, and figures
+    Analyze(analyze::Args),
     /// Generate volumes at latent points by kernel regression, from a pipeline run
     #[command(name = "compute_state", alias = "compute-state")]
     ComputeState(compute_state::Args),
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
     let log_file = match &cli.command {
         Command::Pipeline(a) => Some(a.outdir.join("run.log")),
         Command::ComputeState(a) => Some(a.outdir.join("run.log")),
+        Command::Analyze(a) => Some(a.log_dir().join("run.log")),
         Command::GenerateFromEmbedding(a) => Some(a.outdir.join("run.log")),
         _ => None,
     };
@@ -100,6 +104,7 @@ fn main() -> std::process::ExitCode {
         Command::Pipeline(a) => pipeline::run(a),
         Command::MakeTestDataset(a) => make_test_dataset::run(a),
         Command::ComputeState(a) => compute_state::run(a),
+        Command::Analyze(a) => analyze::run(a),
         Command::GenerateFromEmbedding(a) => generate_from_embedding::run(a),
         Command::ExtractImageSubset(a) => extract_image_subset::run(a),
         Command::ExtractImageSubsetFromKmeans(a) => extract_image_subset_from_kmeans::run(a),
