@@ -24,6 +24,7 @@ pub mod progress;
 pub mod reconstruct;
 pub mod rng;
 pub mod simulate;
+pub mod stats;
 
 pub use error::{Error, Result};
 

@@ -299,12 +299,7 @@ pub fn percentile_bounds(
         .map(|k| {
             let mut col: Vec<f64> = (0..n).map(|i| data[i * dim + k] as f64).collect();
             col.sort_by(f64::total_cmp);
-            let pick = |p: f64| {
-                let pos = p / 100.0 * (n - 1) as f64;
-                let i = pos.floor() as usize;
-                let j = (i + 1).min(n - 1);
-                col[i] + (pos - i as f64) * (col[j] - col[i])
-            };
+            let pick = |p: f64| crate::stats::percentile_sorted(&col, p).unwrap_or(f64::NAN);
             let (lo, hi) = (pick(q) as f32, pick(100.0 - q) as f32);
             if lo < hi {
                 Ok([lo, hi])

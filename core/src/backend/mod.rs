@@ -80,3 +80,49 @@ pub trait Backend: Send + Sync {
     /// Centered spectra (`n × D²`) to real images (the real part of the inverse DFT).
     fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()>;
 }
+
+/// One batch of a dataset's images in the form the model compares with projections: the
+/// shifted centered spectra `T_i y_i`, the CTFs `C_i`, and the rotations and CTF rows of
+/// the batch. The read-and-transform step every pass over the images starts with.
+pub struct ImageBatch {
+    /// `n × D²` centered spectra, shifted by each image's translation.
+    pub spectra: Vec<Complex<f32>>,
+    /// `n × D²` CTF values (contrast included).
+    pub ctf: Vec<f32>,
+    /// The batch's rotations.
+    pub rotations: Vec<[f32; 9]>,
+    /// The batch's CTF rows.
+    pub params: Vec<CtfParams>,
+}
+
+impl ImageBatch {
+    /// Read the images at dataset `positions` and transform them on `backend`;
+    /// `rotations` and `ctf` are the dataset's (all images). The real-space images are
+    /// freed before the CTFs are allocated.
+    pub fn read(
+        ds: &crate::dataset::Dataset,
+        backend: &dyn Backend,
+        positions: &[usize],
+        rotations: &[[f32; 9]],
+        ctf: &[CtfParams],
+    ) -> Result<Self> {
+        let d = ds.box_size();
+        let len = positions.len() * d * d;
+        let mut real = vec![0.0f32; len];
+        ds.read_images(positions, &mut real)?;
+        let shifts: Vec<[f32; 2]> = positions.iter().map(|&p| ds.translations()[p]).collect();
+        let rots: Vec<[f32; 9]> = positions.iter().map(|&p| rotations[p]).collect();
+        let params: Vec<CtfParams> = positions.iter().map(|&p| ctf[p]).collect();
+        let mut spectra = vec![Complex::new(0.0f32, 0.0); len];
+        backend.images_to_spectra(&real, d, &shifts, &mut spectra)?;
+        drop(real);
+        let mut c = vec![0.0f32; len];
+        backend.ctf(&params, d, ds.voxel_size(), &mut c)?;
+        Ok(ImageBatch {
+            spectra,
+            ctf: c,
+            rotations: rots,
+            params,
+        })
+    }
+}

@@ -22,7 +22,7 @@
 use num_complex::Complex;
 use rayon::prelude::*;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ImageBatch};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::forward::ctf::AntialiasedCtf2;
@@ -89,24 +89,6 @@ pub fn heterogeneity_distances(
     Ok(out)
 }
 
-/// numpy's `np.percentile` (linear interpolation) of unsorted values.
-#[cfg(test)]
-fn percentile(values: &[f64], q: f64) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    percentile_sorted(&v, q)
-}
-
-fn percentile_sorted(v: &[f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let pos = q / 100.0 * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(v.len() - 1);
-    v[lo] + (pos - lo as f64) * (v[hi] - v[lo])
-}
-
 /// The bin edges of §7.2 from the first halfset's distances: `d_min` = the
 /// `n_min_images + 1`-th smallest distance (×(1 + 1e-8)), `d_max` = the 95th percentile,
 /// `n_bins` edges equally spaced in `sqrt(d)`.
@@ -129,7 +111,7 @@ pub fn pick_bins(distances: &[f64], n_bins: usize, n_min_images: usize) -> Resul
         );
     }
     let mut d_min = v[n_min_images.min(v.len() - 1)] * (1.0 + 1e-8);
-    let mut d_max = percentile_sorted(&v, 95.0);
+    let mut d_max = crate::stats::percentile_sorted(&v, 95.0).unwrap_or(d_min);
     // A target sitting on many identical embeddings gives d_min = 0; the kernel bandwidths
     // 2·b_j must stay positive.
     let floor = 1e-12 * d_max.abs().max(1.0);
@@ -307,16 +289,11 @@ pub fn stream_estimates(
     if wanted.len() != nb {
         return Err(Error::invalid("kernel regression: estimator mask length"));
     }
-    let Some(last_wanted) = (0..nb).rev().find(|&j| wanted[j]) else {
+    let last = last_bins(bins);
+    // The last bin any wanted estimator mixes in: nothing beyond it is read.
+    let Some(stop_after) = (0..nb).filter(|&j| wanted[j]).map(|j| last[j]).max() else {
         return Ok(());
     };
-    let last = last_bins(bins);
-    let stop_after = (0..nb)
-        .filter(|&j| wanted[j])
-        .map(|j| last[j])
-        .max()
-        .unwrap_or(0)
-        .max(last[last_wanted]);
     let rotations = ds
         .rotations()
         .ok_or_else(|| Error::invalid("kernel regression needs poses (--poses)"))?;
@@ -361,16 +338,12 @@ pub fn stream_estimates(
         for (acc, &h) in accs.iter_mut().zip(halves) {
             for chunk in assign.members[h][jp].chunks(batch) {
                 let m = chunk.len();
-                let mut real = vec![0.0f32; m * npix];
-                ds.read_images(chunk, &mut real)?;
-                let shifts: Vec<[f32; 2]> = chunk.iter().map(|&p| ds.translations()[p]).collect();
-                let rots: Vec<[f32; 9]> = chunk.iter().map(|&p| rotations[p]).collect();
-                let params: Vec<_> = chunk.iter().map(|&p| ctf_params[p]).collect();
-                let mut spec = vec![Complex::new(0.0f32, 0.0); m * npix];
-                inp.backend
-                    .images_to_spectra(&real, d, &shifts, &mut spec)?;
-                let mut c = vec![0.0f32; m * npix];
-                inp.backend.ctf(&params, d, ds.voxel_size(), &mut c)?;
+                let ImageBatch {
+                    spectra: mut spec,
+                    ctf: c,
+                    rotations: rots,
+                    params,
+                } = ImageBatch::read(ds, inp.backend, chunk, rotations, ctf_params)?;
                 let mut c2 = vec![0.0f32; m * npix];
                 ctf2.evaluate_batch(&params, &mut c2);
                 for ((s, cv), (c2v, nz)) in spec
@@ -445,12 +418,6 @@ fn zero_outside_sphere(mut v: Vec<f64>, n: usize) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentile_matches_numpy_linear() {
-        // np.percentile([1, 2, 3, 4, 10], 95) = 8.8
-        assert!((percentile(&[4.0, 1.0, 10.0, 3.0, 2.0], 95.0) - 8.8).abs() < 1e-12);
-    }
 
     #[test]
     fn bins_follow_the_spec() {

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::fourier::{shell_index_3d, Fft3};
+use crate::reconstruct::locres::{hermitian_partners, sampling_points};
 
 /// Below this summed ball weight a voxel is not covered and the recombined volume is 0.
 const COVERAGE_FLOOR: f64 = 1e-4;
@@ -53,19 +54,7 @@ impl LocalGrid {
                  leaves no sampling point in a box of {n}; use a larger fraction"
             )));
         }
-        let h = (n / 2) as i64;
-        let grid: Vec<i64> = (-h..h).step_by(radius).collect();
-        let lim = (h - radius as i64) as f64;
-        let mut points = Vec::new();
-        for &z in &grid {
-            for &y in &grid {
-                for &x in &grid {
-                    if (((x * x + y * y + z * z) as f64).sqrt()) < lim {
-                        points.push([x, y, z]);
-                    }
-                }
-            }
-        }
+        let points = sampling_points(n, radius, radius);
         let m = SUBBOX_FACTOR * radius;
         Ok(LocalGrid {
             n,
@@ -88,15 +77,16 @@ impl LocalGrid {
         for (k, p) in self.points.iter().enumerate() {
             lookup[(cell(p[2]) * cells + cell(p[1])) * cells + cell(p[0])] = k as i64;
         }
+        // Voxel index c is nearest to grid node round(c/R) (nodes sit at voxel indices k·R),
+        // so each point owns the cube of side R centred on it.
+        let near = |c: usize| -> Option<usize> {
+            let v = (c as f64 / step as f64).round() as usize;
+            (v < cells).then_some(v)
+        };
         let mut out = vec![-1.0f32; n * n * n];
         for z in 0..n {
             for y in 0..n {
                 for x in 0..n {
-                    // The cube of side R centred on the point (rounding to the nearest grid node).
-                    let near = |c: usize| -> Option<usize> {
-                        let v = ((c as f64 - h as f64 + h as f64) / step as f64).round() as usize;
-                        (v < cells).then_some(v)
-                    };
                     if let (Some(cx), Some(cy), Some(cz)) = (near(x), near(y), near(z)) {
                         out[(z * n + y) * n + x] = lookup[(cz * cells + cy) * cells + cx] as f32;
                     }
@@ -134,19 +124,12 @@ impl SubBox {
                 }
             }
         }
-        let neg = (0..m * m * m)
-            .map(|i| {
-                let (z, y, x) = (i / (m * m), (i / m) % m, i % m);
-                let f = |c: usize| (m - c) % m;
-                ((f(z) * m + f(y)) * m + f(x)) as u32
-            })
-            .collect();
         SubBox {
             m,
             n: g.n,
             fft: Fft3::new(m),
             shells: shell_index_3d(m),
-            neg,
+            neg: hermitian_partners(m),
             ball,
         }
     }

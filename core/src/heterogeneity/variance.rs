@@ -36,6 +36,7 @@ use num_complex::Complex;
 use rayon::prelude::*;
 
 use super::Context;
+use crate::backend::ImageBatch;
 use crate::error::{Error, Result};
 use crate::forward::{Interp, SliceGeometry};
 use crate::fourier::{radial_to_image_2d, shell_index_3d, window_mask_2d, Fft2};
@@ -251,16 +252,12 @@ pub fn estimate_variance(ctx: &Context, progress: &dyn Progress) -> Result<Varia
         };
         for chunk in ds.halfsets()[h].chunks(batch) {
             let m = chunk.len();
-            let mut real = vec![0.0f32; m * npix];
-            ds.read_images(chunk, &mut real)?;
-            let shifts: Vec<[f32; 2]> = chunk.iter().map(|&p| ds.translations()[p]).collect();
-            let rots: Vec<[f32; 9]> = chunk.iter().map(|&p| rotations[p]).collect();
-            let params: Vec<_> = chunk.iter().map(|&p| ctf_params[p]).collect();
-            let mut spec = vec![Complex::new(0.0f32, 0.0); m * npix];
-            backend.images_to_spectra(&real, d, &shifts, &mut spec)?;
-            drop(real);
-            let mut c = vec![0.0f32; m * npix];
-            backend.ctf(&params, d, ds.voxel_size(), &mut c)?;
+            let ImageBatch {
+                spectra: spec,
+                ctf: c,
+                rotations: rots,
+                ..
+            } = ImageBatch::read(ds, backend, chunk, rotations, ctf_params)?;
             let mut proj = vec![Complex::new(0.0f32, 0.0); m * npix];
             backend.slice(ctx.mean, &geom, Interp::Trilinear, &rots, &mut proj)?;
             let masks = masker.masks(backend, &rots, &window, Some(VARIANCE_SOFTEN))?;
@@ -396,15 +393,8 @@ pub fn estimate_variance(ctx: &Context, progress: &dyn Progress) -> Result<Varia
 
 /// `q`-th percentile (0–100) of `v` with numpy's default linear interpolation.
 fn percentile(v: &mut [f64], q: f64) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
     v.sort_by(|a, b| a.total_cmp(b));
-    let pos = q / 100.0 * (v.len() - 1) as f64;
-    let lo = pos.floor() as usize;
-    let hi = (lo + 1).min(v.len() - 1);
-    let t = pos - lo as f64;
-    Some(v[lo] + t * (v[hi] - v[lo]))
+    crate::stats::percentile_sorted(v, q)
 }
 
 /// §2.5: low-frequency noise is often over-estimated (signal leaks into the outside-mask

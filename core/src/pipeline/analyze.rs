@@ -245,12 +245,7 @@ pub fn run_analyze(
         if zdim == 1 {
             let mut v: Vec<f64> = zs.iter().map(|&x| x as f64).collect();
             v.sort_by(f64::total_cmp);
-            let q = |p: f64| {
-                let pos = p / 100.0 * (v.len() - 1) as f64;
-                let lo = pos.floor() as usize;
-                let hi = (lo + 1).min(v.len() - 1);
-                (v[lo] + (pos - lo as f64) * (v[hi] - v[lo])) as f32
-            };
+            let q = |p: f64| crate::stats::percentile_sorted(&v, p).unwrap_or(f64::NAN) as f32;
             endpoints.push((vec![q(0.03)], vec![q(99.97)]));
         } else {
             for (a, b) in pairs::pick_pairs(&km.centers, zdim, opts.n_trajectories) {

@@ -248,20 +248,7 @@ impl Geometry {
 
     /// Sampling points as in `get_sampling_points`, z slowest: `(x, y, z)` centered.
     fn sampling_points(&self) -> Vec<[i64; 3]> {
-        let h = (self.n / 2) as i64;
-        let grid: Vec<i64> = (-h..h).step_by(self.step).collect();
-        let lim = (h - self.maskrad as i64) as f64;
-        let mut pts = Vec::new();
-        for &z in &grid {
-            for &y in &grid {
-                for &x in &grid {
-                    if (((x * x + y * y + z * z) as f64).sqrt()) < lim {
-                        pts.push([x, y, z]);
-                    }
-                }
-            }
-        }
-        pts
+        sampling_points(self.n, self.step, self.maskrad)
     }
 
     /// Side of the window cube `2R + 1`.
@@ -292,6 +279,26 @@ impl Geometry {
         }
         w
     }
+}
+
+/// RECOVAR's `get_sampling_points`: the nodes `−n/2, −n/2 + step, …` of the centered grid
+/// on each axis, kept where `|p| < n/2 − margin`; centered `(x, y, z)`, z slowest. Shared by
+/// local resolution and the kernel-regression cross-validation windows.
+pub(crate) fn sampling_points(n: usize, step: usize, margin: usize) -> Vec<[i64; 3]> {
+    let h = (n / 2) as i64;
+    let grid: Vec<i64> = (-h..h).step_by(step.max(1)).collect();
+    let lim = (h - margin as i64) as f64;
+    let mut pts = Vec::new();
+    for &z in &grid {
+        for &y in &grid {
+            for &x in &grid {
+                if (((x * x + y * y + z * z) as f64).sqrt()) < lim {
+                    pts.push([x, y, z]);
+                }
+            }
+        }
+    }
+    pts
 }
 
 /// The raised-cosine low-pass of §15.3 as a per-shell profile on an `m` grid (shells
@@ -561,7 +568,7 @@ impl Ctx<'_> {
 /// Flat index of `−k` for every voxel of a centered `m³` grid (even `m`): index `j` on an
 /// axis holds frequency `j − m/2`, whose negative sits at `(m − j) mod m` (index 0, the
 /// frequency `−m/2`, is its own partner).
-fn hermitian_partners(m: usize) -> Vec<u32> {
+pub(crate) fn hermitian_partners(m: usize) -> Vec<u32> {
     let neg = |j: usize| (m - j) % m;
     let mut out = Vec::with_capacity(m * m * m);
     for z in 0..m {

@@ -23,7 +23,7 @@
 use num_complex::Complex;
 use rayon::prelude::*;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, ImageBatch};
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
 use crate::forward::{Interp, SliceGeometry};
@@ -107,20 +107,16 @@ pub fn accumulate(
     let total = ds.len() as u64;
     let mut done = 0u64;
     let batch = batch_size.max(1);
-    let npix = d * d;
     report(progress, "mean", 0, total)?;
     for h in 0..2 {
         for chunk in ds.halfsets()[h].chunks(batch) {
             let m = chunk.len();
-            let mut real = vec![0.0f32; m * npix];
-            ds.read_images(chunk, &mut real)?;
-            let shifts: Vec<[f32; 2]> = chunk.iter().map(|&p| ds.translations()[p]).collect();
-            let rots: Vec<[f32; 9]> = chunk.iter().map(|&p| rotations[p]).collect();
-            let params: Vec<_> = chunk.iter().map(|&p| ctf_params[p]).collect();
-            let mut spec = vec![Complex::new(0.0f32, 0.0); m * npix];
-            backend.images_to_spectra(&real, d, &shifts, &mut spec)?;
-            let mut c = vec![0.0f32; m * npix];
-            backend.ctf(&params, d, ds.voxel_size(), &mut c)?;
+            let ImageBatch {
+                spectra: mut spec,
+                ctf: c,
+                rotations: rots,
+                ..
+            } = ImageBatch::read(ds, backend, chunk, rotations, ctf_params)?;
             for (s, cv) in spec.iter_mut().zip(&c) {
                 *s *= *cv * inv;
             }

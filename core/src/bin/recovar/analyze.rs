@@ -11,7 +11,7 @@ use recovar_core::backend::CpuBackend;
 use recovar_core::pipeline::analyze::{run_analyze, AnalyzeOptions};
 use recovar_core::pipeline::load::PipelineResult;
 
-use crate::common::ProgressBar;
+use crate::common::{start_output_dir, ProgressBar};
 use crate::kernel_args::KernelArgs;
 
 #[derive(clap::Args)]
@@ -80,12 +80,7 @@ pub fn run(a: Args) -> Result<()> {
     let kernel = a.kernel.options(&ds)?;
     drop(ds);
     let outdir = a.log_dir();
-    std::fs::create_dir_all(&outdir)?;
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-    recovar_core::io::atomic::write_bytes(
-        outdir.join("command.txt"),
-        format!("{command_line}\n").as_bytes(),
-    )?;
+    start_output_dir(&outdir)?;
     let opts = AnalyzeOptions {
         result_dir: a.result_dir,
         zdim: a.zdim,

@@ -56,6 +56,18 @@ pub fn init_logging(verbose: u8, file: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
+/// Create the output folder `outdir` and record the command line in `outdir/command.txt`.
+pub fn start_output_dir(outdir: &Path) -> Result<()> {
+    std::fs::create_dir_all(outdir)
+        .with_context(|| format!("cannot create {}", outdir.display()))?;
+    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    recovar_core::io::atomic::write_bytes(
+        outdir.join("command.txt"),
+        format!("{command_line}\n").as_bytes(),
+    )?;
+    Ok(())
+}
+
 /// Check an output path ends with one of `exts` and that its folder exists (creating it
 /// as cryoDRGN does).
 pub fn prepare_output(path: &Path, exts: &[&str]) -> Result<PathBuf> {

@@ -5,14 +5,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use recovar_core::backend::CpuBackend;
 use recovar_core::generate::output::{generate_and_write, read_latent_points};
 use recovar_core::generate::Latent;
 use recovar_core::pipeline::load::{estimate_noise_profile, PipelineResult};
 use recovar_core::reconstruct::noise::NoiseModel;
 
-use crate::common::ProgressBar;
+use crate::common::{start_output_dir, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
 
 #[derive(clap::Args)]
@@ -42,13 +42,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-    std::fs::create_dir_all(&a.outdir)
-        .with_context(|| format!("cannot create {}", a.outdir.display()))?;
-    recovar_core::io::atomic::write_bytes(
-        a.outdir.join("command.txt"),
-        format!("{command_line}\n").as_bytes(),
-    )?;
+    start_output_dir(&a.outdir)?;
     let points = read_latent_points(&a.latent_points, a.zdim1)?;
     let zdim = points[0].len();
     let pr = PipelineResult::load(&a.result_dir)?;

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{Dataset, DatasetOptions, Uninvert};
 use recovar_core::generate::output::{generate_and_write, read_embedding, read_latent_points};
@@ -15,7 +15,7 @@ use recovar_core::generate::Latent;
 use recovar_core::pipeline::load::estimate_noise_profile;
 use recovar_core::reconstruct::noise::NoiseModel;
 
-use crate::common::ProgressBar;
+use crate::common::{start_output_dir, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
 
 #[derive(clap::Args)]
@@ -66,13 +66,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
-    std::fs::create_dir_all(&a.outdir)
-        .with_context(|| format!("cannot create {}", a.outdir.display()))?;
-    recovar_core::io::atomic::write_bytes(
-        a.outdir.join("command.txt"),
-        format!("{command_line}\n").as_bytes(),
-    )?;
+    start_output_dir(&a.outdir)?;
     let (values, rows, zdim) = read_embedding(&a.embedding, a.zdim1)?;
     if let Some(z) = a.zdim {
         if z != zdim {

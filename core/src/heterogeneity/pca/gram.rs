@@ -14,6 +14,7 @@ use super::dense::{eigh_desc, mul};
 use super::recombine::recombine_in_place;
 use super::slicer::{HalfBall, HalfPlane};
 use super::{check_vectors, Basis, SolveStats};
+use crate::backend::ImageBatch;
 use crate::error::{Error, Result};
 use crate::forward::{cubic, Interp, SliceGeometry};
 use crate::fourier::radial_to_image_2d;
@@ -656,17 +657,12 @@ pub(super) fn projected_covariance(
     let mut t_gram = Duration::ZERO;
     for chunk in order.chunks(ctx.batch_size.max(1)) {
         let m = chunk.len();
-        let mut real = vec![0.0f32; m * npix];
-        ctx.ds.read_images(chunk, &mut real)?;
-        let shifts: Vec<[f32; 2]> = chunk.iter().map(|&i| ctx.ds.translations()[i]).collect();
-        let rots: Vec<[f32; 9]> = chunk.iter().map(|&i| rotations[i]).collect();
-        let params: Vec<_> = chunk.iter().map(|&i| ctf_params[i]).collect();
-        let mut resid = vec![Complex::new(0.0f32, 0.0); m * npix];
-        ctx.backend
-            .images_to_spectra(&real, d, &shifts, &mut resid)?;
-        drop(real);
-        let mut ctf = vec![0.0f32; m * npix];
-        ctx.backend.ctf(&params, d, ctx.ds.voxel_size(), &mut ctf)?;
+        let ImageBatch {
+            spectra: mut resid,
+            ctf,
+            rotations: rots,
+            ..
+        } = ImageBatch::read(ctx.ds, ctx.backend, chunk, rotations, ctf_params)?;
         let mut proj = vec![Complex::new(0.0f32, 0.0); m * npix];
         ctx.backend
             .slice(&mean_coef, &geom, Interp::Cubic, &rots, &mut proj)?;
