@@ -1,12 +1,13 @@
 //! `recovar analyze` (algorithms.md §8): k-means on an embedding, kernel-regression volumes
-//! at the centers, straight-line trajectories between center pairs, and the figures, in the
-//! seed's `analysis_{zdim}[_noreg]/` layout:
+//! at the centers, low-free-energy trajectories between center pairs (through `--density`
+//! when given, else through the embedding's own density; see [`super::trajectory`]), and the
+//! figures, in the seed's `analysis_{zdim}[_noreg]/` layout:
 //!
 //! ```text
 //! analysis_{z}/kmeans_center_coords.txt     centers (snapped to data points), one per line
 //!             kmeans_result.pkl, centers.pkl {"centers": k × z, "labels": NaN-padded original indexing}
 //!             kmeans_center_volumes/        vol****/, all_volumes/, latent_coords.txt
-//!             traj{i}/                      vol****/, all_volumes/, latent_coords.txt, path.json
+//!             traj{i}/                      vol****/, all_volumes/, latent_coords.txt, path.json, density/
 //!             trajectory_endpoints.pkl      {"centers": pairs' endpoints, "pairs": i × 2}
 //!             PCA/PC_01.png ...             scatter/density of the embedding's axis pairs
 //!             umap/umap_embedding.pkl, sns.png, sns_hex.png, kmeans_centers*.png
@@ -14,7 +15,7 @@
 //!             contrast_histogram.png, run.log, command.txt
 //! ```
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::analysis::{embed2d, kde, kmeans, pairs, plots};
 use crate::backend::Backend;
@@ -25,6 +26,7 @@ use crate::io::pickle::{self, NdArray, PyValue};
 use crate::progress::Progress;
 
 use super::load::PipelineResult;
+use super::trajectory::{write_trajectory, TrajectoryContext};
 
 /// Options of `recovar analyze`.
 #[derive(Clone, Debug)]
@@ -41,6 +43,9 @@ pub struct AnalyzeOptions {
     pub normalize_kmeans: bool,
     pub n_vols_along_path: usize,
     pub no_z_regularization: bool,
+    /// `--density`: a deconvolved density pickle; trajectories follow it and the density
+    /// figures show it (None: trajectories through the embedding's own KDE, §10B).
+    pub density: Option<PathBuf>,
     pub kernel: KernelOptions,
     pub seed: u64,
 }
@@ -58,6 +63,7 @@ impl Default for AnalyzeOptions {
             normalize_kmeans: false,
             n_vols_along_path: 6,
             no_z_regularization: false,
+            density: None,
             kernel: KernelOptions::default(),
             seed: 0,
         }
@@ -83,29 +89,6 @@ fn nan_padded(values: &[f32], cols: usize, orig: &[usize], total: usize) -> Vec<
         }
     }
     out
-}
-
-fn write_path_json(path: &Path, points: &[Vec<f32>], start: &[f32], end: &[f32]) -> Result<()> {
-    let fmt = |v: &[f32]| {
-        format!(
-            "[{}]",
-            v.iter()
-                .map(|x| format!("{x:e}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    let body = format!(
-        "{{\n  \"method\": \"straight line\",\n  \"start\": {},\n  \"end\": {},\n  \"path\": [\n    {}\n  ]\n}}\n",
-        fmt(start),
-        fmt(end),
-        points
-            .iter()
-            .map(|p| fmt(p))
-            .collect::<Vec<_>>()
-            .join(",\n    ")
-    );
-    crate::io::atomic::write_bytes(path, body.as_bytes())
 }
 
 /// Run analyze (module docs).
@@ -200,8 +183,14 @@ pub fn run_analyze(
     let center_flat: Vec<f32> = km.centers.clone();
     plots::pca_scatter_plots(&outdir.join("PCA"), &zs, zdim, Some(&center_flat))?;
     plots::contrast_histogram(&outdir.join("contrast_histogram.png"), &contrasts)?;
-    let grid = kde::kde_grid(&zs, zdim, 50, zdim.min(4))?;
-    plots::density_plots(&outdir, &grid)?;
+    let density = match &opts.density {
+        Some(p) => Some(crate::analysis::density::read_density(p)?),
+        None => None,
+    };
+    match &density {
+        Some(g) => plots::density_plots_with_centers(&outdir, g, &center_flat, zdim)?,
+        None => plots::density_plots(&outdir, &kde::kde_grid(&zs, zdim, 50, zdim.min(4))?)?,
+    }
     if zdim > 1 && !opts.skip_umap {
         let emb2 = embed2d::umap_2d(&zs, zdim, &embed2d::Umap2dOptions::default())?;
         let flat: Vec<f32> = emb2.iter().flat_map(|p| [p[0], p[1]]).collect();
@@ -238,7 +227,7 @@ pub fn run_analyze(
         volumes += s.len();
     }
 
-    // Trajectories: straight lines between center pairs (zdim 1: the 0.03–99.97 percentiles).
+    // Trajectories between center pairs (zdim 1: between the 0.03 and 99.97 percentiles).
     let mut endpoints: Vec<(Vec<f32>, Vec<f32>)> = Vec::new();
     let mut pair_idx: Vec<(usize, usize)> = Vec::new();
     if opts.n_trajectories > 0 {
@@ -254,23 +243,19 @@ pub fn run_analyze(
             }
         }
     }
+    let ctx = TrajectoryContext {
+        ds: &ds,
+        backend,
+        noise: &pr.noise,
+        latent,
+        density: density.as_ref(),
+        kernel: &opts.kernel,
+        n_vols_along_path: opts.n_vols_along_path,
+        progress,
+    };
     for (i, (a, b)) in endpoints.iter().enumerate() {
-        let path = pairs::straight_line(a, b, opts.n_vols_along_path.max(2));
-        let points: Vec<Vec<f32>> = path.chunks(zdim).map(|c| c.to_vec()).collect();
-        let dir = outdir.join(format!("traj{i}"));
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        write_path_json(&dir.join("path.json"), &points, a, b)?;
-        let s = generate_and_write(
-            &dir,
-            &ds,
-            backend,
-            &pr.noise,
-            latent,
-            &points,
-            &opts.kernel,
-            progress,
-        )?;
-        volumes += s.len();
+        let t = write_trajectory(&outdir.join(format!("traj{i}")), &ctx, a, b)?;
+        volumes += t.volumes.len();
     }
     if !endpoints.is_empty() {
         let flat: Vec<f32> = endpoints

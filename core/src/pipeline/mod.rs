@@ -16,9 +16,12 @@
 
 pub mod analyze;
 mod checkpoint;
+pub mod density;
 pub mod load;
 mod outputs;
+pub mod selftest;
 mod timing;
+pub mod trajectory;
 
 use std::path::PathBuf;
 

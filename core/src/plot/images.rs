@@ -206,6 +206,49 @@ pub fn image_grid(
     images: &[(String, Vec<f32>, usize, usize)],
     columns: usize,
 ) -> Result<()> {
+    tile_grid(path, title, images, columns, Tiles::Gray, None)
+}
+
+/// [`image_grid`] in colour, for small multiples of a density (e.g. one per
+/// regularization weight): each tile on the viridis scale from its own minimum to its
+/// maximum finite value (non-finite pixels white), and the tile `highlight` (if any)
+/// framed in red with its label in red.
+///
+/// Errors: as [`image_grid`], and `highlight` not the index of an image.
+pub fn heatmap_grid(
+    path: &Path,
+    title: &str,
+    images: &[(String, Vec<f32>, usize, usize)],
+    columns: usize,
+    highlight: Option<usize>,
+) -> Result<()> {
+    if let Some(h) = highlight.filter(|&h| h >= images.len()) {
+        return Err(bad(
+            path,
+            format!(
+                "tile {h} to highlight, but there are {} images",
+                images.len()
+            ),
+        ));
+    }
+    tile_grid(path, title, images, columns, Tiles::Viridis, highlight)
+}
+
+/// How [`tile_grid`] colours its tiles.
+#[derive(Clone, Copy)]
+enum Tiles {
+    Gray,
+    Viridis,
+}
+
+fn tile_grid(
+    path: &Path,
+    title: &str,
+    images: &[(String, Vec<f32>, usize, usize)],
+    columns: usize,
+    colours: Tiles,
+    highlight: Option<usize>,
+) -> Result<()> {
     if images.is_empty() {
         return Err(bad(path, "no images to draw"));
     }
@@ -262,19 +305,28 @@ pub fn image_grid(
         |root| {
             draw_title(root, title)?;
             let gray = RGBColor(150, 150, 150);
-            for ((label, ..), &(x, y, tw, th)) in images.iter().zip(&placed) {
+            let red = RGBColor(214, 39, 40);
+            for (i, ((label, ..), &(x, y, tw, th))) in images.iter().zip(&placed).enumerate() {
                 let (x, y, tw, th) = (x as i32, y as i32, tw as i32, th as i32);
-                root.draw(&Rectangle::new(
-                    [(x - 1, y - 1), (x + tw, y + th)],
-                    gray.stroke_width(1),
-                ))?;
+                let marked = highlight == Some(i);
+                if marked {
+                    root.draw(&Rectangle::new(
+                        [(x - 4, y - 4), (x + tw + 3, y + th + 3)],
+                        red.filled(),
+                    ))?;
+                } else {
+                    root.draw(&Rectangle::new(
+                        [(x - 1, y - 1), (x + tw, y + th)],
+                        gray.stroke_width(1),
+                    ))?;
+                }
                 let label = fit_text(label, LEGEND_SIZE, cell_w - 6);
                 draw_text(
                     root,
                     &label,
                     (x + tw / 2, y - 6),
                     LEGEND_SIZE,
-                    BLACK,
+                    if marked { red } else { BLACK },
                     Anchor::new(HPos::Center, VPos::Bottom),
                 )?;
             }
@@ -282,33 +334,46 @@ pub fn image_grid(
         },
         |rgb| {
             for ((_, data, w, h), &(x, y, tw, th)) in images.iter().zip(&placed) {
-                blit_gray(rgb, width as usize, data, (*w, *h), (x, y, tw, th));
+                blit(rgb, width as usize, data, (*w, *h), (x, y, tw, th), colours);
             }
         },
     )
 }
 
 /// Draw `data` (`w`×`h`, row 0 at the top) into the RGB buffer `rgb` (`stride` pixels
-/// a row) at `(x, y)`, resized to `tw`×`th`, scaled from its finite min (black) to max
-/// (white).
-fn blit_gray(
+/// a row) at `(x, y)`, resized to `tw`×`th`, scaled from its finite min (black or dark
+/// violet) to max (white or yellow).
+fn blit(
     rgb: &mut [u8],
     stride: usize,
     data: &[f32],
     (w, h): (usize, usize),
     (x, y, tw, th): (u32, u32, u32, u32),
+    colours: Tiles,
 ) {
     let (lo, hi) = finite_range(data.iter().map(|&v| v as f64)).unwrap_or((0.0, 0.0));
     let gray = |v: f64| -> [u8; 3] {
-        if !v.is_finite() {
-            return [200, 30, 30];
+        match colours {
+            Tiles::Gray => {
+                if !v.is_finite() {
+                    return [200, 30, 30];
+                }
+                let g = if hi > lo {
+                    ((v - lo) / (hi - lo) * 255.0).round().clamp(0.0, 255.0) as u8
+                } else {
+                    128
+                };
+                [g, g, g]
+            }
+            Tiles::Viridis => {
+                if !v.is_finite() {
+                    return [255, 255, 255];
+                }
+                let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.5 };
+                let c = viridis(t);
+                [c.0, c.1, c.2]
+            }
         }
-        let g = if hi > lo {
-            ((v - lo) / (hi - lo) * 255.0).round().clamp(0.0, 255.0) as u8
-        } else {
-            128
-        };
-        [g, g, g]
     };
     let (tw, th) = (tw as usize, th as usize);
     // Source span of destination pixel `d` along an axis of `n` source pixels shown as

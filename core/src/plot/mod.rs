@@ -25,7 +25,7 @@ mod lines;
 mod maps;
 mod points;
 
-pub use images::{density_image, image_grid, DensityMap};
+pub use images::{density_image, heatmap_grid, image_grid, DensityMap};
 pub use lines::{bar_plot, fsc_plot, histogram, line_plot, LinePlot, Series};
 pub use maps::{marked_map, MapBackground, MarkedMap};
 pub use points::scatter;

@@ -203,6 +203,10 @@ fn write_samples(dir: &Path) -> Vec<(PathBuf, Option<(u32, u32)>)> {
     image_grid(&p, "Central slices", &tiles(), 3).unwrap();
     out.push((p, None));
 
+    let p = dir.join("heatmaps.png");
+    heatmap_grid(&p, "Densities", &tiles(), 3, Some(1)).unwrap();
+    out.push((p, None));
+
     // A dense cloud of 12 clusters with no labels given to some points' neighbours.
     let mut rng = Rng::new(11);
     let (mut x, mut y, mut l) = (Vec::new(), Vec::new(), Vec::new());
@@ -409,6 +413,14 @@ fn bad_input_is_refused_with_file_and_reason() {
     assert!(m.contains("image 0 ('a') is 2×2 but has 3 values"), "{m}");
     let m = msg(image_grid(&p, "t", &[("a".into(), vec![0.0; 4], 2, 2)], 0));
     assert!(m.contains("columns"), "{m}");
+    let m = msg(heatmap_grid(
+        &p,
+        "t",
+        &[("a".into(), vec![0.0; 4], 2, 2)],
+        1,
+        Some(1),
+    ));
+    assert!(m.contains("tile 1 to highlight"), "{m}");
 
     // Nothing was written by the failed calls.
     assert!(!p.exists());

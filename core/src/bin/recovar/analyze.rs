@@ -27,7 +27,7 @@ pub struct Args {
     /// Number of k-means clusters
     #[arg(long = "n-clusters", default_value_t = 40)]
     n_clusters: usize,
-    /// Number of trajectories between pairs of k-means centers (straight lines in latent space)
+    /// Number of trajectories between pairs of k-means centers (low-free-energy paths; see compute_trajectory)
     #[arg(long = "n-trajectories", default_value_t = 0)]
     n_trajectories: usize,
     /// Skip the 2-D UMAP embedding (slow for very large datasets)
@@ -45,6 +45,11 @@ pub struct Args {
     /// Use the unregularized embedding
     #[arg(long = "no-z-regularization")]
     no_z_regularization: bool,
+    /// Deconvolved density (.pkl with 'density' and 'latent_space_bounds', e.g.
+    /// density/deconv_density_knee.pkl from estimate_conformational_density): trajectories
+    /// follow it and the density figures show it
+    #[arg(long)]
+    density: Option<PathBuf>,
     #[command(flatten)]
     kernel: KernelArgs,
 }
@@ -92,6 +97,7 @@ pub fn run(a: Args) -> Result<()> {
         normalize_kmeans: a.normalize_kmeans,
         n_vols_along_path: a.n_vols_along_path,
         no_z_regularization: a.no_z_regularization,
+        density: a.density,
         kernel,
         seed: 0,
     };

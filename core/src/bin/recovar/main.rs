@@ -7,7 +7,9 @@
 mod analyze;
 mod common;
 mod compute_state;
+mod compute_trajectory;
 mod downsample;
+mod estimate_conformational_density;
 mod extract_image_subset;
 mod extract_image_subset_from_kmeans;
 mod generate_from_embedding;
@@ -19,6 +21,7 @@ mod parse_ctf_star;
 mod parse_pose_csparc;
 mod parse_pose_star;
 mod pipeline;
+mod run_test_dataset;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +71,18 @@ enum Command {
     /// Generate volumes by kernel regression from an embedding made by another method (e.g. cryoDRGN z.pkl)
     #[command(name = "generate_from_embedding", alias = "generate-from-embedding")]
     GenerateFromEmbedding(generate_from_embedding::Args),
+    /// Conformational density of an embedding by deconvolution, with the L-curve choice of regularization
+    #[command(
+        name = "estimate_conformational_density",
+        alias = "estimate-conformational-density"
+    )]
+    EstimateConformationalDensity(estimate_conformational_density::Args),
+    /// A low-free-energy path between two latent points, with volumes along it
+    #[command(name = "compute_trajectory", alias = "compute-trajectory")]
+    ComputeTrajectory(compute_trajectory::Args),
+    /// Check the install: simulate a small dataset, run every step on it, and compare with the ground truth
+    #[command(name = "run_test_dataset", alias = "run-test-dataset")]
+    RunTestDataset(run_test_dataset::Args),
     /// Indices of the images behind one region of a generated volume (and optionally the
     /// .star/.cs subset)
     #[command(name = "extract_image_subset", alias = "extract-image-subset")]
@@ -88,6 +103,8 @@ fn main() -> std::process::ExitCode {
         Command::ComputeState(a) => Some(a.outdir.join("run.log")),
         Command::Analyze(a) => Some(a.log_dir().join("run.log")),
         Command::GenerateFromEmbedding(a) => Some(a.outdir.join("run.log")),
+        Command::EstimateConformationalDensity(a) => Some(a.log_dir().join("run.log")),
+        Command::ComputeTrajectory(a) => Some(a.outdir.join("run.log")),
         _ => None,
     };
     if let Err(e) = common::init_logging(cli.verbose, log_file.as_deref()) {
@@ -106,6 +123,9 @@ fn main() -> std::process::ExitCode {
         Command::ComputeState(a) => compute_state::run(a),
         Command::Analyze(a) => analyze::run(a),
         Command::GenerateFromEmbedding(a) => generate_from_embedding::run(a),
+        Command::EstimateConformationalDensity(a) => estimate_conformational_density::run(a),
+        Command::ComputeTrajectory(a) => compute_trajectory::run(a),
+        Command::RunTestDataset(a) => run_test_dataset::run(a),
         Command::ExtractImageSubset(a) => extract_image_subset::run(a),
         Command::ExtractImageSubsetFromKmeans(a) => extract_image_subset_from_kmeans::run(a),
     };
