@@ -142,7 +142,10 @@ fn main() -> R<()> {
         let b = (((h - hmin) / width) as usize).min(bins - 1);
         let c = st * bins + b;
         counts[c] += 1;
-        for (acc, &z) in sums[c].iter_mut().zip(&emb.zs[i * zdim..i * zdim + pca_dim]) {
+        for (acc, &z) in sums[c]
+            .iter_mut()
+            .zip(&emb.zs[i * zdim..i * zdim + pca_dim])
+        {
             *acc += z as f64;
         }
     }

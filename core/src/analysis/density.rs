@@ -1171,11 +1171,12 @@ const MAX_LINE_SEARCH: usize = 20;
 ///
 /// Why not an existing L-BFGS-B: the pure-Rust `rcompat-lbfgsb` 0.3 (a faithful port of
 /// the compact L-BFGS-B) was tried first; its memory is `O(m·n)` as it should be, but it is
-/// single-threaded and scalar, and on these problems it spent about 240 ns per variable and
-/// iteration outside the objective: 1.9 s an iteration on 50⁴ nodes against 0.7 s for the
-/// objective and its gradient (2.3× the objective on 100³ nodes), so most of the run would
-/// be the solver's bookkeeping. This solver's iteration is a few parallel passes over the
-/// vectors (about 0.1–0.3 s on 50⁴ nodes).
+/// single-threaded and scalar, and on these problems (2 cores) it spent 120–300 ns per
+/// variable and iteration outside the objective: 1.9 s an iteration on 50⁴ nodes against
+/// 0.5–0.7 s for the objective and its gradient, 0.23 s against 0.1 s on 100³ nodes, so
+/// most of the run was the solver's bookkeeping. This solver's iteration is a few parallel
+/// passes over the vectors: 0.09 s on 50⁴ nodes, 10 ms on 100³ (the whole 2-D default run,
+/// 200² nodes and 11 weights, went from 38 s to 15 s).
 ///
 /// Each iteration: the variables at 0 whose gradient is positive are held (the active
 /// set); the L-BFGS inverse-Hessian approximation `H` (the last [`LBFGS_MEMORY`] pairs,

@@ -14,7 +14,7 @@ use recovar_core::pipeline::density::{run_density, DensityRunOptions};
 use crate::common::{start_output_dir, ProgressBar};
 
 /// Practical sizes (2 cores; see BENCHMARKS.md), printed in --help.
-const SIZES: &str = "The grid has num_disc_points^pca_dim nodes and every alpha solves a deconvolution on it, so the runtime grows exponentially with --pca_dim. Defaults: 1000 points for pca_dim 1, 200 for 2, 100 for 3, 50 for 4 and more. PRACTICAL_SIZES";
+const SIZES: &str = "The grid has num_disc_points^pca_dim nodes and every alpha solves a deconvolution on it, so the runtime grows exponentially with --pca_dim. Defaults: 1000 points for pca_dim 1, 200 for 2, 100 for 3, 50 for 4 and more. Measured on 2 cores with 5000 images: pca_dim 2 (200^2) 15-30 s; pca_dim 3 (100^3) about 8 min; pca_dim 4 (50^4) about 4 min per alpha, 40-60 min for the 11 default alphas and 2-3 GB (pass fewer --alphas or --num_disc_points). Grids above 2^24 nodes are refused. Look at all_densities.png and Lcurve.png: if the knee's density looks over-fitted, pass another all_densities/deconv_density_{i}.pkl to compute_trajectory or analyze --density.";
 
 #[derive(clap::Args)]
 #[command(after_help = SIZES)]
