@@ -27,25 +27,7 @@ fn simulated_run(tmp: &Path) -> PathBuf {
             "--discrete-only",
         ],
     );
-    let data = tmp.join("test_dataset");
-    let out = tmp.join("pipe");
-    recovar_ok(
-        tmp,
-        &[
-            "pipeline",
-            data.join("particles.32.mrcs").to_str().unwrap(),
-            "--poses",
-            data.join("poses.pkl").to_str().unwrap(),
-            "--ctf",
-            data.join("ctf.pkl").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--zdim",
-            "2,4",
-            "--very-low-memory-option",
-        ],
-    );
-    out
+    pipeline_32(tmp, &tmp.join("test_dataset"), "2,4")
 }
 
 #[test]

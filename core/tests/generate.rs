@@ -142,32 +142,11 @@ fn volumes_at_the_true_states_show_their_differences() {
     assert_eq!(lines.lines().count(), ds.total_in_file());
 }
 
-fn pipeline(tmp: &Path, data: &Path) -> PathBuf {
-    let out = tmp.join("pipe");
-    recovar_ok(
-        tmp,
-        &[
-            "pipeline",
-            data.join("particles.32.mrcs").to_str().unwrap(),
-            "--poses",
-            data.join("poses.pkl").to_str().unwrap(),
-            "--ctf",
-            data.join("ctf.pkl").to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--zdim",
-            "2",
-            "--very-low-memory-option",
-        ],
-    );
-    out
-}
-
 #[test]
 fn compute_state_analyze_and_subsets_on_a_pipeline_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = make_dataset(tmp.path(), 600, &[]);
-    let pipe = pipeline(tmp.path(), &data);
+    let pipe = pipeline_32(tmp.path(), &data, "2");
     let pts = tmp.path().join("pts.txt");
     std::fs::write(&pts, "0 0\n0.5 -0.5\n").unwrap();
     let out = tmp.path().join("states");

@@ -81,7 +81,9 @@ use rayon::prelude::*;
 use realfft::{ComplexToReal, RealFftPlanner, RealToComplex};
 use rustfft::{Fft, FftPlanner};
 
-use super::kde::{cholesky, kde_covariance, kde_on_grid, percentile_bounds, DensityGrid};
+use super::kde::{
+    cholesky, fft_axis_where, kde_covariance, kde_on_grid, percentile_bounds, DensityGrid,
+};
 use crate::error::{Error, Result};
 use crate::io::pickle::{self, NdArray, PyValue};
 use crate::plot::{heatmap_grid, line_plot, LinePlot, Series};
@@ -113,9 +115,6 @@ const PINV_RCOND: f64 = 1e-6;
 
 /// Grid values summed in one chunk (fixed, so sums do not depend on the thread count).
 const SUM_CHUNK: usize = 1 << 14;
-
-/// Columns gathered at once by the strided FFTs.
-const COLUMNS: usize = 16;
 
 /// Options of [`estimate_density`]; the defaults are RECOVAR's.
 #[derive(Clone, Debug, PartialEq)]
@@ -895,55 +894,21 @@ impl Convolver {
     fn fft_axis(&self, spec: &mut [Complex64], axis: usize, inverse: bool, limit: usize) {
         let d = self.d;
         let n = &self.n;
-        let la = n[axis];
-        let inner: usize = n[axis + 1..d - 1].iter().product::<usize>() * self.half;
         let fft = if inverse {
             &self.inverse[axis]
         } else {
             &self.forward[axis]
         };
-        let mut groups: Vec<Vec<&mut [Complex64]>> = Vec::new();
-        for (b, block) in spec.chunks_mut(la * inner).enumerate() {
+        let mut shape = n[..d - 1].to_vec();
+        shape.push(self.half);
+        fft_axis_where(spec, &shape, axis, fft, |b| {
             let mut rest = b;
-            let mut inside = true;
-            for a in (0..axis).rev() {
-                inside &= rest % n[a] < limit;
+            (0..axis).rev().all(|a| {
+                let inside = rest % n[a] < limit;
                 rest /= n[a];
-            }
-            if !inside {
-                continue;
-            }
-            let first = groups.len();
-            groups.extend((0..inner.div_ceil(COLUMNS)).map(|_| Vec::with_capacity(la)));
-            for row in block.chunks_mut(inner) {
-                for (q, piece) in row.chunks_mut(COLUMNS).enumerate() {
-                    groups[first + q].push(piece);
-                }
-            }
-        }
-        let zero = Complex64::new(0.0, 0.0);
-        groups.into_par_iter().for_each_init(
-            || {
-                (
-                    vec![zero; la * COLUMNS],
-                    vec![zero; fft.get_inplace_scratch_len()],
-                )
-            },
-            |(tmp, scratch), mut group| {
-                let w = group[0].len();
-                for (i, piece) in group.iter().enumerate() {
-                    for (c, v) in piece.iter().enumerate() {
-                        tmp[c * la + i] = *v;
-                    }
-                }
-                fft.process_with_scratch(&mut tmp[..w * la], scratch);
-                for (i, piece) in group.iter_mut().enumerate() {
-                    for (c, v) in piece.iter_mut().enumerate() {
-                        *v = tmp[c * la + i];
-                    }
-                }
-            },
-        );
+                inside
+            })
+        });
     }
 }
 

@@ -37,10 +37,10 @@
 
 use std::sync::Arc;
 
-use num_complex::Complex32;
+use num_complex::{Complex, Complex32};
 use rayon::prelude::*;
 use realfft::RealFftPlanner;
-use rustfft::{Fft, FftPlanner};
+use rustfft::{Fft, FftNum, FftPlanner};
 
 use super::kmeans::check_rows;
 use crate::error::{Error, Result};
@@ -690,10 +690,25 @@ fn convolve(points: &[f64], n: usize, plans: &[AxisPlan], h: &[f64]) -> Result<V
 /// gathered [`COLUMNS`] at a time into contiguous buffers, transformed and put back, in
 /// parallel over column groups (each transform is independent: no effect of the threads).
 fn fft_axis(data: &mut [Complex32], shape: &[usize], axis: usize, fft: &Arc<dyn Fft<f32>>) {
+    fft_axis_where(data, shape, axis, fft, |_| true);
+}
+
+/// [`fft_axis`] for any float type, on the lines whose block — the flat index over the axes
+/// before `axis` — passes `keep` (the other lines are left as they are).
+pub(super) fn fft_axis_where<T: FftNum>(
+    data: &mut [Complex<T>],
+    shape: &[usize],
+    axis: usize,
+    fft: &Arc<dyn Fft<T>>,
+    keep: impl Fn(usize) -> bool,
+) {
     let la = shape[axis];
     let inner: usize = shape[axis + 1..].iter().product();
-    let mut groups: Vec<Vec<&mut [Complex32]>> = Vec::new();
-    for block in data.chunks_mut(la * inner) {
+    let mut groups: Vec<Vec<&mut [Complex<T>]>> = Vec::new();
+    for (b, block) in data.chunks_mut(la * inner).enumerate() {
+        if !keep(b) {
+            continue;
+        }
         let first = groups.len();
         groups.extend((0..inner.div_ceil(COLUMNS)).map(|_| Vec::with_capacity(la)));
         for row in block.chunks_mut(inner) {
@@ -702,7 +717,7 @@ fn fft_axis(data: &mut [Complex32], shape: &[usize], axis: usize, fft: &Arc<dyn 
             }
         }
     }
-    let zero = Complex32::new(0.0, 0.0);
+    let zero = Complex::new(T::zero(), T::zero());
     groups.into_par_iter().for_each_init(
         || {
             (

@@ -825,6 +825,32 @@ pub fn high_dimensional_path(
     high_dimensional_path_with(zs, zdim, start, end, opts, LOW_DIMS.min(zdim), LOW_NODES)
 }
 
+/// [`high_dimensional_path`] with its first density given: `first` must be the KDE of the
+/// first axes of `zs` between their [1, 99] percentiles, as [`super::kde::kde_grid`]`(zs,
+/// zdim, 50, min(4, zdim))` makes it (for a caller that also draws that density, so that it
+/// is computed once). Its axes and nodes set those of the first pass.
+///
+/// Errors: as [`high_dimensional_path`], and a `first` with more axes than `zdim`.
+pub fn high_dimensional_path_on(
+    first: &DensityGrid,
+    zs: &[f32],
+    zdim: usize,
+    start: &[f32],
+    end: &[f32],
+    opts: &PathOptions,
+) -> Result<TrajectoryPath> {
+    opts.check()?;
+    if first.dim == 0 || first.dim > zdim {
+        return Err(Error::invalid(format!(
+            "a {}-D first density for a path in {zdim} dimensions",
+            first.dim
+        )));
+    }
+    let mut bounds = percentile_bounds(zs, zdim, zdim, 1.0)?;
+    bounds[..first.dim].copy_from_slice(&first.bounds);
+    path_from_first_density(first, &bounds, zs, zdim, start, end, opts)
+}
+
 /// [`high_dimensional_path`] with the number of axes and nodes of the first KDE given (the
 /// tests use fewer, to stay fast in debug builds).
 fn high_dimensional_path_with(
@@ -838,9 +864,23 @@ fn high_dimensional_path_with(
 ) -> Result<TrajectoryPath> {
     opts.check()?;
     let bounds = percentile_bounds(zs, zdim, zdim, 1.0)?;
+    let density = kde_on_grid(zs, zdim, &bounds[..low], low_nodes)?;
+    path_from_first_density(&density, &bounds, zs, zdim, start, end, opts)
+}
+
+/// §10B from the first pass's density (its axes and nodes) and every axis's bounds.
+fn path_from_first_density(
+    density: &DensityGrid,
+    bounds: &[[f32; 2]],
+    zs: &[f32],
+    zdim: usize,
+    start: &[f32],
+    end: &[f32],
+    opts: &PathOptions,
+) -> Result<TrajectoryPath> {
+    let (low, low_nodes) = (density.dim, density.n_grid);
     let z_st = endpoint(start, zdim, "start")?;
     let z_end = endpoint(end, zdim, "end")?;
-    let density = kde_on_grid(zs, zdim, &bounds[..low], low_nodes)?;
     let values: Vec<f64> = density.values.iter().map(|&v| v as f64).collect();
 
     let bounds64: Vec<[f64; 2]> = bounds
@@ -927,7 +967,7 @@ fn high_dimensional_path_with(
     }
     attach_endpoints(&mut path, &z_st, &z_end, &bounds64);
     let points = to_f32(&path);
-    let density = density_along(&density, &points);
+    let density = density_along(density, &points);
     Ok(TrajectoryPath { points, density })
 }
 

@@ -194,6 +194,27 @@ impl PipelineResult {
         Ok(ds)
     }
 
+    /// The noise profile for `ds`: the pipeline's when the images have its box size, else
+    /// re-estimated from `ds` ([`estimate_noise_profile`], radial), e.g. for a
+    /// higher-resolution stack of the same particles given with `--particles`.
+    pub fn noise_for(
+        &self,
+        ds: &mut Dataset,
+        backend: &dyn Backend,
+        batch: usize,
+        progress: &dyn Progress,
+    ) -> Result<Vec<f64>> {
+        if ds.box_size() == self.box_size {
+            return Ok(self.noise.clone());
+        }
+        tracing::info!(
+            "the particles are {} px (the pipeline used {} px): estimating their noise",
+            ds.box_size(),
+            self.box_size
+        );
+        estimate_noise_profile(ds, backend, NoiseModel::Radial, batch, progress)
+    }
+
     /// `zdim`'s embedding (`noreg` for `--no-z-regularization`).
     pub fn embedding(&self, zdim: usize, noreg: bool) -> Result<StoredEmbedding> {
         let d = self.dir.join("model").join(format!("zdim_{zdim}"));

@@ -38,6 +38,8 @@ const SEGMENT_POINTS: usize = 200;
 /// the first `zdim` are used) through `density` if given, else through the embedding `zs`
 /// (`n × zdim`). The returned points have `zdim` coordinates; `density` holds the density
 /// along the path (the given one, or the KDE of the first `min(4, zdim)` axes).
+/// `embedding_kde` is that KDE (`kde::kde_grid(zs, zdim, 50, min(4, zdim))`) when the
+/// caller already has it; it is computed when needed otherwise.
 ///
 /// Errors: endpoints with too few or non-finite coordinates, a density with more axes than
 /// the embedding, or the path search failing (see [`trajectory`]).
@@ -45,6 +47,7 @@ pub fn latent_path(
     zs: &[f32],
     zdim: usize,
     density: Option<&DensityGrid>,
+    embedding_kde: Option<&DensityGrid>,
     start: &[f32],
     end: &[f32],
     opts: &PathOptions,
@@ -73,7 +76,10 @@ pub fn latent_path(
         return Ok(TrajectoryPath { points, density });
     }
     let Some(grid) = density else {
-        return trajectory::high_dimensional_path(zs, zdim, start, end, opts);
+        return match embedding_kde {
+            Some(kde) => trajectory::high_dimensional_path_on(kde, zs, zdim, start, end, opts),
+            None => trajectory::high_dimensional_path(zs, zdim, start, end, opts),
+        };
     };
     let d = grid.dim;
     if d > zdim {
@@ -238,10 +244,21 @@ pub fn write_trajectory(
 ) -> Result<TrajectorySummary> {
     let zdim = ctx.latent.zdim;
     std::fs::create_dir_all(outdir).map_err(|e| Error::io(outdir, e))?;
+    // The grid drawn in the figures and used for the segment comparison; without a given
+    // density it is also the first pass of the path search.
+    let grid_owned;
+    let grid = match ctx.density {
+        Some(g) => g,
+        None => {
+            grid_owned = kde::kde_grid(ctx.latent.zs, zdim, 50, zdim.min(4))?;
+            &grid_owned
+        }
+    };
     let traj = latent_path(
         ctx.latent.zs,
         zdim,
         ctx.density,
+        Some(grid),
         start,
         end,
         &PathOptions::default(),
@@ -251,15 +268,6 @@ pub fn write_trajectory(
         (1, _) => "segment (1-D embedding)",
         (_, Some(_)) => "travel time through the given density (fast marching)",
         (_, None) => "travel time through the embedding's density, one axis at a time",
-    };
-    // The grid drawn in the figures and used for the segment comparison.
-    let grid_owned;
-    let grid = match ctx.density {
-        Some(g) => g,
-        None => {
-            grid_owned = kde::kde_grid(ctx.latent.zs, zdim, 50, zdim.min(4))?;
-            &grid_owned
-        }
     };
     let mut traj = traj;
     if traj.density.iter().all(|v| v.is_nan()) {
@@ -341,22 +349,7 @@ pub fn run_compute_trajectory(
     let zdim = opts.zdim;
     let emb = pr.embedding(zdim, !opts.regularized)?;
     let mut ds = pr.open_dataset(opts.particles.as_deref(), opts.datadir.as_deref())?;
-    let noise = if ds.box_size() == pr.box_size {
-        pr.noise.clone()
-    } else {
-        tracing::info!(
-            "the particles are {} px (the pipeline used {} px): estimating their noise",
-            ds.box_size(),
-            pr.box_size
-        );
-        super::load::estimate_noise_profile(
-            &mut ds,
-            backend,
-            crate::reconstruct::noise::NoiseModel::Radial,
-            opts.kernel.batch_size,
-            progress,
-        )?
-    };
+    let noise = pr.noise_for(&mut ds, backend, opts.kernel.batch_size, progress)?;
     let (zs, precisions, contrasts) = emb.for_dataset(&ds)?;
     ds.multiply_contrasts(&contrasts)?;
     let density = match &opts.density {

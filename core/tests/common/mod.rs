@@ -46,6 +46,30 @@ pub fn recovar_ok(cwd: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `recovar pipeline` on a 32-px simulated set in `data` (`particles.32.mrcs`, `poses.pkl`,
+/// `ctf.pkl`) into `cwd/pipe`, with the `--zdim` list `zdims` and the smallest memory
+/// footprint; returns the output folder.
+pub fn pipeline_32(cwd: &Path, data: &Path, zdims: &str) -> PathBuf {
+    let out = cwd.join("pipe");
+    recovar_ok(
+        cwd,
+        &[
+            "pipeline",
+            data.join("particles.32.mrcs").to_str().unwrap(),
+            "--poses",
+            data.join("poses.pkl").to_str().unwrap(),
+            "--ctf",
+            data.join("ctf.pkl").to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--zdim",
+            zdims,
+            "--very-low-memory-option",
+        ],
+    );
+    out
+}
+
 /// Run `recovar`, require failure, and return stderr.
 pub fn recovar_err(cwd: &Path, args: &[&str]) -> String {
     let out = recovar(cwd, args);

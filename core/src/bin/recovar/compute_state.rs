@@ -9,8 +9,7 @@ use anyhow::Result;
 use recovar_core::backend::CpuBackend;
 use recovar_core::generate::output::{generate_and_write, read_latent_points};
 use recovar_core::generate::Latent;
-use recovar_core::pipeline::load::{estimate_noise_profile, PipelineResult};
-use recovar_core::reconstruct::noise::NoiseModel;
+use recovar_core::pipeline::load::PipelineResult;
 
 use crate::common::{start_output_dir, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
@@ -51,16 +50,7 @@ pub fn run(a: Args) -> Result<()> {
     let opts = a.kernel.options(&ds)?;
     let backend = CpuBackend::new();
     let bar = ProgressBar::new("volumes");
-    let noise = if ds.box_size() == pr.box_size {
-        pr.noise.clone()
-    } else {
-        tracing::info!(
-            "the particles are {} px (the pipeline used {} px): estimating their noise",
-            ds.box_size(),
-            pr.box_size
-        );
-        estimate_noise_profile(&mut ds, &backend, NoiseModel::Radial, opts.batch_size, &bar)?
-    };
+    let noise = pr.noise_for(&mut ds, &backend, opts.batch_size, &bar)?;
     let (zs, precisions, contrasts) = emb.for_dataset(&ds)?;
     ds.multiply_contrasts(&contrasts)?;
     tracing::info!(

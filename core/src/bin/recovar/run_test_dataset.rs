@@ -50,10 +50,6 @@ struct Step {
     args: Vec<String>,
 }
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
-
 /// Run `recovar <args>` with its output in `log`; echo the last lines on failure.
 fn run_step(exe: &Path, step: &Step, log: &Path) -> Result<bool> {
     let file =
@@ -303,181 +299,148 @@ pub fn run(a: Args) -> Result<()> {
     let logs = root.join("test_logs");
     std::fs::create_dir_all(&logs)?;
     let zdim = 2;
-    let particles = l.data.join(format!("particles.{}.mrcs", a.image_size));
-    let (poses, ctf) = (l.data.join("poses.pkl"), l.data.join("ctf.pkl"));
-    let knee = l.density.join("deconv_density_knee.pkl");
-    let v = |x: &[&str]| x.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    let p = |x: &Path| x.display().to_string();
+    let (root_s, out) = (p(&root), p(&l.out));
+    let particles = p(&l.data.join(format!("particles.{}.mrcs", a.image_size)));
+    let (poses, ctf) = (p(&l.data.join("poses.pkl")), p(&l.data.join("ctf.pkl")));
+    let knee = p(&l.density.join("deconv_density_knee.pkl"));
+    let kmeans = p(&l.analysis.join("kmeans_result.pkl"));
+    let (states, points) = (p(&l.states), p(&l.state_points));
+    let (size, n_images, seed) = (
+        a.image_size.to_string(),
+        a.n_images.to_string(),
+        a.seed.to_string(),
+    );
+    let dataset = ["--poses", &poses, "--ctf", &ctf];
+    let analyze = [
+        "analyze",
+        &out,
+        "--zdim",
+        "2",
+        "--no-z-regularization",
+        "--n-clusters",
+        "3",
+    ];
+    let step = |name: &'static str, parts: &[&[&str]]| Step {
+        name,
+        args: parts.concat().iter().map(|t| t.to_string()).collect(),
+    };
     let steps: Vec<Step> = vec![
-        Step {
-            name: "make_test_dataset",
-            args: [
-                v(&["make_test_dataset"]),
-                vec![s(&root)],
-                v(&[
+        step(
+            "make_test_dataset",
+            &[
+                &[
+                    "make_test_dataset",
+                    &root_s,
                     "--image-size",
-                    &a.image_size.to_string(),
+                    &size,
                     "--n-images",
-                    &a.n_images.to_string(),
-                ]),
-                v(&["--seed", &a.seed.to_string(), "--discrete-only"]),
-            ]
-            .concat(),
-        },
-        Step {
-            name: "pipeline",
-            args: [
-                v(&["pipeline"]),
-                vec![
-                    s(&particles),
-                    "--poses".into(),
-                    s(&poses),
-                    "--ctf".into(),
-                    s(&ctf),
+                    &n_images,
                 ],
-                v(&["-o"]),
-                vec![s(&l.out)],
-                v(&[
+                &["--seed", &seed, "--discrete-only"],
+            ],
+        ),
+        step(
+            "pipeline",
+            &[
+                &["pipeline", &particles],
+                &dataset,
+                &["-o", &out],
+                &[
                     "--correct-contrast",
                     "--mask",
                     "from_halfmaps",
                     "--lazy",
                     "--ignore-zero-frequency",
-                ]),
-            ]
-            .concat(),
-        },
-        Step {
-            name: "analyze",
-            args: [
-                v(&["analyze"]),
-                vec![s(&l.out)],
-                v(&[
-                    "--zdim",
-                    "2",
-                    "--no-z-regularization",
-                    "--n-clusters",
-                    "3",
-                    "--n-trajectories",
-                    "0",
-                ]),
-            ]
-            .concat(),
-        },
-        Step {
-            name: "estimate_conformational_density",
-            args: [
-                v(&["estimate_conformational_density"]),
-                vec![s(&l.out)],
-                v(&["--pca_dim", "2"]),
-            ]
-            .concat(),
-        },
-        Step {
-            name: "compute_trajectory",
-            args: [
-                v(&["compute_trajectory"]),
-                vec![s(&l.out), "-o".into(), s(&l.trajectory)],
-                vec![
-                    "--endpts".into(),
-                    s(&l.analysis.join("kmeans_center_coords.txt")),
                 ],
-                v(&["--ind", "0,1", "--zdim", "2", "--n-vols-along-path", "3"]),
-                vec!["--density".into(), s(&knee)],
-            ]
-            .concat(),
-        },
-        Step {
-            name: "analyze --density",
-            args: [
-                v(&["analyze"]),
-                vec![s(&l.out)],
-                v(&[
+            ],
+        ),
+        step("analyze", &[&analyze, &["--n-trajectories", "0"]]),
+        step(
+            "estimate_conformational_density",
+            &[&["estimate_conformational_density", &out, "--pca_dim", "2"]],
+        ),
+        step(
+            "compute_trajectory",
+            &[
+                &["compute_trajectory", &out, "-o", &p(&l.trajectory)],
+                &[
+                    "--endpts",
+                    &p(&l.analysis.join("kmeans_center_coords.txt")),
+                    "--ind",
+                    "0,1",
+                ],
+                &[
                     "--zdim",
                     "2",
-                    "--no-z-regularization",
-                    "--n-clusters",
-                    "3",
-                    "--n-trajectories",
-                    "1",
-                ]),
-                v(&[
-                    "--skip-centers",
-                    "--skip-umap",
                     "--n-vols-along-path",
-                    "2",
+                    "3",
                     "--density",
-                ]),
-                vec![s(&knee)],
-            ]
-            .concat(),
-        },
-        Step {
-            name: "compute_state",
-            args: [
-                v(&["compute_state"]),
-                vec![s(&l.out), "-o".into(), s(&l.states)],
-                vec![
-                    "--latent-points".into(),
-                    s(&l.state_points),
-                    "--no-z-regularization".into(),
+                    &knee,
                 ],
-            ]
-            .concat(),
-        },
-        Step {
-            name: "extract_image_subset",
-            args: [
-                v(&["extract_image_subset", "--input-dir"]),
-                vec![
-                    s(&l.states.join("vol0000")),
-                    "-o".into(),
-                    s(&l.data.join("subset_state0.pkl")),
+            ],
+        ),
+        step(
+            "analyze --density",
+            &[
+                &analyze,
+                &["--n-trajectories", "1", "--skip-centers", "--skip-umap"],
+                &["--n-vols-along-path", "2", "--density", &knee],
+            ],
+        ),
+        step(
+            "compute_state",
+            &[
+                &[
+                    "compute_state",
+                    &out,
+                    "-o",
+                    &states,
+                    "--latent-points",
+                    &points,
                 ],
-                v(&["--subvol-idx", "0", "--star"]),
-                vec![
-                    s(&l.data.join("particles.star")),
-                    "--star-out".into(),
-                    s(&l.data.join("subset_state0.star")),
+                &["--no-z-regularization"],
+            ],
+        ),
+        step(
+            "extract_image_subset",
+            &[
+                &[
+                    "extract_image_subset",
+                    "--input-dir",
+                    &p(&l.states.join("vol0000")),
                 ],
-            ]
-            .concat(),
-        },
-        Step {
-            name: "extract_image_subset_from_kmeans",
-            args: [
-                v(&["extract_image_subset_from_kmeans"]),
-                vec![
-                    s(&l.analysis.join("kmeans_result.pkl")),
-                    s(&l.data.join("subset_cluster0.pkl")),
+                &[
+                    "-o",
+                    &p(&l.data.join("subset_state0.pkl")),
+                    "--subvol-idx",
+                    "0",
                 ],
-                v(&["0"]),
-            ]
-            .concat(),
-        },
-        Step {
-            name: "generate_from_embedding",
-            args: [
-                v(&["generate_from_embedding"]),
-                vec![
-                    s(&particles),
-                    "--poses".into(),
-                    s(&poses),
-                    "--ctf".into(),
-                    s(&ctf),
+                &["--star", &p(&l.data.join("particles.star"))],
+                &["--star-out", &p(&l.data.join("subset_state0.star"))],
+            ],
+        ),
+        step(
+            "extract_image_subset_from_kmeans",
+            &[&[
+                "extract_image_subset_from_kmeans",
+                &kmeans,
+                &p(&l.data.join("subset_cluster0.pkl")),
+                "0",
+            ]],
+        ),
+        step(
+            "generate_from_embedding",
+            &[
+                &["generate_from_embedding", &particles],
+                &dataset,
+                &[
+                    "--embedding",
+                    &p(&l.out.join("model/zdim_2/latent_coords_noreg.npy")),
                 ],
-                vec![
-                    "--embedding".into(),
-                    s(&l.out.join("model/zdim_2/latent_coords_noreg.npy")),
-                ],
-                vec![
-                    "--target".into(),
-                    s(&l.state_points),
-                    "-o".into(),
-                    s(&l.external),
-                ],
-            ]
-            .concat(),
-        },
+                &["--target", &points, "-o", &p(&l.external)],
+            ],
+        ),
     ];
     println!(
         "RECOVAR self-test in {} ({} images of {} px, three states)",
