@@ -352,7 +352,7 @@ end
 
 # Called by the library, possibly from its worker threads (never concurrently). A callback
 # returning `false` cancels; an exception cancels and is rethrown after the call returns.
-function _progress_trampoline(user_data::Ptr{Cvoid}, stage::Cstring, done::UInt64,
+function _progress_trampoline(user_data::Ptr{Cvoid}, stage::Ptr{UInt8}, done::UInt64,
                               total::UInt64)::Int32
     ctx = unsafe_pointer_to_objref(user_data)::_ProgressContext
     ctx.error === nothing || return Int32(1)
@@ -378,7 +378,7 @@ function _progress_context(progress)
 end
 
 _callback_ptr(ctx) = ctx === nothing ? C_NULL :
-    @cfunction(_progress_trampoline, Int32, (Ptr{Cvoid}, Cstring, UInt64, UInt64))
+    @cfunction(_progress_trampoline, Int32, (Ptr{Cvoid}, Ptr{UInt8}, UInt64, UInt64))
 _user_ptr(ctx) = ctx === nothing ? C_NULL : pointer_from_objref(ctx)
 
 # Long calls run in a GC-safe region (Julia 1.9+), so that a progress callback running on
@@ -493,16 +493,21 @@ function Dataset(particles::AbstractString; poses = nothing, ctf = nothing, data
                  ind = nothing, halfsets = nothing, n_images::Integer = 0, seed::Integer = 0,
                  uninvert = :automatic, require_poses::Bool = false, require_ctf::Bool = false,
                  preload::Bool = false)
-    strs = map(s -> s === nothing ? nothing : String(s),
-               (particles, poses, ctf, datadir, ind, halfsets))
+    str(s) = s === nothing ? nothing : String(s)
+    s1, s2, s3 = str(particles), str(poses), str(ctf)
+    s4, s5, s6 = str(datadir), str(ind), str(halfsets)
     haskey(_UNINVERT, uninvert) ||
         throw(ArgumentError("uninvert must be :automatic, true or false, not $(repr(uninvert))"))
     opts = rcv_dataset_options()
     rcv_dataset_options_init(opts)
     out = Ref{Ptr{Cvoid}}(C_NULL)
-    GC.@preserve strs begin
-        opts.particles, opts.poses, opts.ctf, opts.datadir, opts.ind, opts.halfsets =
-            map(_cstr, strs)
+    GC.@preserve s1 s2 s3 s4 s5 s6 begin
+        opts.particles = _cstr(s1)
+        opts.poses = _cstr(s2)
+        opts.ctf = _cstr(s3)
+        opts.datadir = _cstr(s4)
+        opts.ind = _cstr(s5)
+        opts.halfsets = _cstr(s6)
         opts.n_images = n_images
         opts.seed = seed
         opts.uninvert = _UNINVERT[uninvert]
