@@ -45,6 +45,42 @@
 // uninvert value of rcv_dataset_options: use the images as they are.
 #define RCV_UNINVERT_FALSE 2
 
+// Stage of rcv_model_run_stage: initial noise, halfset means with FSC prior, sign check,
+// masks. Running a stage first runs the earlier stages it needs; a stage already done is
+// not rerun.
+#define RCV_STAGE_MEAN 0
+
+// Stage: the noise model.
+#define RCV_STAGE_NOISE 1
+
+// Stage: variance, covariance columns, principal components (eigenvolumes).
+#define RCV_STAGE_COVARIANCE 2
+
+// Stage: embeddings for every zdim (with correct_contrast: also the contrast do-over pass).
+#define RCV_STAGE_EMBEDDING 3
+
+// Stage: every stage not yet run, in order.
+#define RCV_STAGE_ALL 4
+
+// Volume kind of rcv_volume_data / rcv_volume_write_mrc: locally filtered and B-factor
+// sharpened (locres_filtered.mrc).
+#define RCV_VOLUME_FILTERED 0
+
+// Volume kind: average of the two recombined halves (unfil.mrc).
+#define RCV_VOLUME_UNFILTERED 1
+
+// Volume kind: first halfset's estimate (half1_unfil.mrc).
+#define RCV_VOLUME_HALF1 2
+
+// Volume kind: second halfset's estimate (half2_unfil.mrc).
+#define RCV_VOLUME_HALF2 3
+
+// Volume kind: locally filtered, not sharpened (locres_filtered_nob.mrc).
+#define RCV_VOLUME_FILTERED_NO_BFACTOR 4
+
+// Volume kind: local resolution in Å (local_resolution.mrc).
+#define RCV_VOLUME_LOCAL_RESOLUTION 5
+
 // mask_kind of rcv_model_options: a mask made from the two half-map means (default).
 #define RCV_MASK_FROM_HALFMAPS 0
 
@@ -267,7 +303,7 @@ enum rcv_status rcv_model_load(const char *pipeline_dir, struct rcv_model **out)
 // Release a model. NULL is a no-op.
 void rcv_model_free(struct rcv_model *model);
 
-// Run `stage` (and the earlier stages it needs) with progress reports to `progress`
+// Run `stage` (an RCV_STAGE_* value; and the earlier stages it needs) with progress reports to `progress`
 // (may be NULL). On cancellation the model keeps the stages finished before it.
 enum rcv_status rcv_model_run_stage(struct rcv_model *model,
                                     int32_t stage,

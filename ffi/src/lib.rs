@@ -337,40 +337,32 @@ pub unsafe extern "C" fn rcv_dataset_voxel_size(
     guard(|| put(out, get(dataset)?.voxel_size()))
 }
 
-/// Stages of the pipeline, for rcv_model_run_stage. Running a stage first runs the earlier
-/// stages it needs; a stage already done is not rerun.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum rcv_stage {
-    /// Initial noise, halfset means with FSC prior, sign check, masks.
-    RCV_STAGE_MEAN = 0,
-    /// The noise model.
-    RCV_STAGE_NOISE = 1,
-    /// Variance, covariance columns, principal components (eigenvolumes).
-    RCV_STAGE_COVARIANCE = 2,
-    /// Embeddings for every zdim (with correct_contrast: also the contrast do-over pass).
-    RCV_STAGE_EMBEDDING = 3,
-    /// Every stage not yet run, in order.
-    RCV_STAGE_ALL = 4,
-}
+/// Stage of rcv_model_run_stage: initial noise, halfset means with FSC prior, sign check,
+/// masks. Running a stage first runs the earlier stages it needs; a stage already done is
+/// not rerun.
+pub const RCV_STAGE_MEAN: i32 = 0;
+/// Stage: the noise model.
+pub const RCV_STAGE_NOISE: i32 = 1;
+/// Stage: variance, covariance columns, principal components (eigenvolumes).
+pub const RCV_STAGE_COVARIANCE: i32 = 2;
+/// Stage: embeddings for every zdim (with correct_contrast: also the contrast do-over pass).
+pub const RCV_STAGE_EMBEDDING: i32 = 3;
+/// Stage: every stage not yet run, in order.
+pub const RCV_STAGE_ALL: i32 = 4;
 
-/// Which volume of a generated rcv_volume to read or write.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum rcv_volume_kind {
-    /// Locally filtered and B-factor sharpened (locres_filtered.mrc).
-    RCV_VOLUME_FILTERED = 0,
-    /// Average of the two recombined halves (unfil.mrc).
-    RCV_VOLUME_UNFILTERED = 1,
-    /// First halfset's estimate (half1_unfil.mrc).
-    RCV_VOLUME_HALF1 = 2,
-    /// Second halfset's estimate (half2_unfil.mrc).
-    RCV_VOLUME_HALF2 = 3,
-    /// Locally filtered, not sharpened (locres_filtered_nob.mrc).
-    RCV_VOLUME_FILTERED_NO_BFACTOR = 4,
-    /// Local resolution in Å (local_resolution.mrc).
-    RCV_VOLUME_LOCAL_RESOLUTION = 5,
-}
+/// Volume kind of rcv_volume_data / rcv_volume_write_mrc: locally filtered and B-factor
+/// sharpened (locres_filtered.mrc).
+pub const RCV_VOLUME_FILTERED: i32 = 0;
+/// Volume kind: average of the two recombined halves (unfil.mrc).
+pub const RCV_VOLUME_UNFILTERED: i32 = 1;
+/// Volume kind: first halfset's estimate (half1_unfil.mrc).
+pub const RCV_VOLUME_HALF1: i32 = 2;
+/// Volume kind: second halfset's estimate (half2_unfil.mrc).
+pub const RCV_VOLUME_HALF2: i32 = 3;
+/// Volume kind: locally filtered, not sharpened (locres_filtered_nob.mrc).
+pub const RCV_VOLUME_FILTERED_NO_BFACTOR: i32 = 4;
+/// Volume kind: local resolution in Å (local_resolution.mrc).
+pub const RCV_VOLUME_LOCAL_RESOLUTION: i32 = 5;
 
 /// mask_kind of rcv_model_options: a mask made from the two half-map means (default).
 pub const RCV_MASK_FROM_HALFMAPS: i32 = 0;
@@ -812,24 +804,13 @@ unsafe fn model_ref<'a>(m: *const rcv_model) -> Result<&'a Model, Error> {
         .ok_or_else(|| null_arg("model"))
 }
 
-fn stages_of(stage: rcv_stage) -> Stage {
-    match stage {
-        rcv_stage::RCV_STAGE_MEAN => Stage::Mean,
-        rcv_stage::RCV_STAGE_NOISE => Stage::Noise,
-        rcv_stage::RCV_STAGE_COVARIANCE => Stage::Covariance,
-        rcv_stage::RCV_STAGE_EMBEDDING | rcv_stage::RCV_STAGE_ALL => Stage::Embedding,
-    }
-}
-
-/// Check a stage value coming from C (an out-of-range enum is undefined behaviour in Rust,
-/// so it is read as an integer).
-fn stage_from_raw(v: i32) -> Result<rcv_stage, Error> {
+/// The stage an RCV_STAGE_* value names (RCV_STAGE_ALL: the last one).
+fn stage_from_raw(v: i32) -> Result<Stage, Error> {
     Ok(match v {
-        0 => rcv_stage::RCV_STAGE_MEAN,
-        1 => rcv_stage::RCV_STAGE_NOISE,
-        2 => rcv_stage::RCV_STAGE_COVARIANCE,
-        3 => rcv_stage::RCV_STAGE_EMBEDDING,
-        4 => rcv_stage::RCV_STAGE_ALL,
+        RCV_STAGE_MEAN => Stage::Mean,
+        RCV_STAGE_NOISE => Stage::Noise,
+        RCV_STAGE_COVARIANCE => Stage::Covariance,
+        RCV_STAGE_EMBEDDING | RCV_STAGE_ALL => Stage::Embedding,
         _ => {
             return Err(Error::invalid(format!(
                 "stage = {v} is not one of the RCV_STAGE_* values"
@@ -838,7 +819,7 @@ fn stage_from_raw(v: i32) -> Result<rcv_stage, Error> {
     })
 }
 
-/// Run `stage` (and the earlier stages it needs) with progress reports to `progress`
+/// Run `stage` (an RCV_STAGE_* value; and the earlier stages it needs) with progress reports to `progress`
 /// (may be NULL). On cancellation the model keeps the stages finished before it.
 #[no_mangle]
 pub unsafe extern "C" fn rcv_model_run_stage(
@@ -849,7 +830,7 @@ pub unsafe extern "C" fn rcv_model_run_stage(
 ) -> rcv_status {
     guard(|| {
         let m = model.as_mut().ok_or_else(|| null_arg("model"))?;
-        let st = stages_of(stage_from_raw(stage)?);
+        let st = stage_from_raw(stage)?;
         let p = CProgress::new(progress, user_data);
         m.inner.run_stage(st, &CpuBackend::new(), &p)
     })
@@ -865,9 +846,10 @@ pub unsafe extern "C" fn rcv_model_stage_done(
     guard(|| {
         let m = model_ref(model)?;
         let st = stage_from_raw(stage)?;
-        let done = match st {
-            rcv_stage::RCV_STAGE_ALL => Stage::ALL.iter().all(|&s| m.stage_done(s)),
-            s => m.stage_done(stages_of(s)),
+        let done = if stage == RCV_STAGE_ALL {
+            Stage::ALL.iter().all(|&s| m.stage_done(s))
+        } else {
+            m.stage_done(st)
         };
         put(out, done as i32)
     })
@@ -1170,33 +1152,21 @@ unsafe fn volume_ref<'a>(v: *const rcv_volume) -> Result<&'a GeneratedVolume, Er
         .ok_or_else(|| null_arg("volume"))
 }
 
-fn kind_from_raw(v: i32) -> Result<rcv_volume_kind, Error> {
-    use rcv_volume_kind::*;
-    Ok(match v {
-        0 => RCV_VOLUME_FILTERED,
-        1 => RCV_VOLUME_UNFILTERED,
-        2 => RCV_VOLUME_HALF1,
-        3 => RCV_VOLUME_HALF2,
-        4 => RCV_VOLUME_FILTERED_NO_BFACTOR,
-        5 => RCV_VOLUME_LOCAL_RESOLUTION,
-        _ => {
-            return Err(Error::invalid(format!(
-                "kind = {v} is not one of the RCV_VOLUME_* values"
-            )))
-        }
-    })
-}
-
-fn volume_data(v: &GeneratedVolume, kind: rcv_volume_kind) -> &[f32] {
-    use rcv_volume_kind::*;
-    match kind {
+/// The map an RCV_VOLUME_* value names.
+fn volume_data(v: &GeneratedVolume, kind: i32) -> Result<&[f32], Error> {
+    Ok(match kind {
         RCV_VOLUME_FILTERED => &v.filtered,
         RCV_VOLUME_UNFILTERED => &v.unfil,
         RCV_VOLUME_HALF1 => &v.halves[0],
         RCV_VOLUME_HALF2 => &v.halves[1],
         RCV_VOLUME_FILTERED_NO_BFACTOR => &v.filtered_nob,
         RCV_VOLUME_LOCAL_RESOLUTION => &v.local_resolution,
-    }
+        _ => {
+            return Err(Error::invalid(format!(
+                "kind = {kind} is not one of the RCV_VOLUME_* values"
+            )))
+        }
+    })
 }
 
 /// Side N of a generated volume.
@@ -1227,7 +1197,7 @@ pub unsafe extern "C" fn rcv_volume_data(
 ) -> rcv_status {
     guard(|| {
         let v = volume_ref(volume)?;
-        copy_out(volume_data(v, kind_from_raw(kind)?), out, len, "out")
+        copy_out(volume_data(v, kind)?, out, len, "out")
     })
 }
 
@@ -1240,7 +1210,7 @@ pub unsafe extern "C" fn rcv_volume_write_mrc(
 ) -> rcv_status {
     guard(|| {
         let v = volume_ref(volume)?;
-        let data = volume_data(v, kind_from_raw(kind)?);
+        let data = volume_data(v, kind)?;
         let p = path_arg(path, "path")?;
         write_cube(&p, data, v.n, v.voxel_size)
     })
