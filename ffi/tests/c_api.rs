@@ -304,7 +304,14 @@ fn c_pipeline_matches_the_rust_api_without_leaks() {
         point[1] += row[1] / half as f32;
     }
     let v = model
-        .generate(2, true, &point, &KernelOptions::default(), &cpu, &NoProgress)
+        .generate(
+            2,
+            true,
+            &point,
+            &KernelOptions::default(),
+            &cpu,
+            &NoProgress,
+        )
         .unwrap();
     let got = recovar_core::io::mrc::read_volume(&vol_path).unwrap();
     assert_eq!(got.data, v.filtered, "examples/c/pipeline.c: {text}");
