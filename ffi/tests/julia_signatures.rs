@@ -303,14 +303,14 @@ fn parse_header(src: &str) -> Result<Header, String> {
         }
         if let (Some(open), Some(close)) = (brace, s.rfind('}')) {
             let head = s[..open].trim();
-            if head.starts_with("enum") {
+            if let Some(name) = head.strip_prefix("enum") {
                 // enum NAME { ... } (cbindgen with a fixed repr; the typedef follows)
                 parse_enum_body(&s[open + 1..close], &mut h.constants);
-                h.enums.insert(head["enum".len()..].trim().to_string());
+                h.enums.insert(name.trim().to_string());
                 continue;
             }
-            if head.starts_with("struct") {
-                let name = head["struct".len()..].trim().to_string();
+            if let Some(name) = head.strip_prefix("struct") {
+                let name = name.trim().to_string();
                 let fields = split_top(&s[open + 1..close], ';')
                     .iter()
                     .filter(|f| !f.trim().is_empty())
@@ -642,14 +642,15 @@ fn julia_constants(src: &str) -> BTreeMap<String, (usize, Option<i64>)> {
     out
 }
 
-/// `[mutable] struct NAME ... end` with `field::Type` lines, for the names in `wanted`.
-fn julia_structs(
-    src: &str,
-    wanted: &BTreeSet<String>,
-) -> BTreeMap<String, (usize, Vec<(String, String)>)> {
+/// The fields of a Julia struct: (name, type) in order.
+type JuliaFields = Vec<(String, String)>;
+
+/// `[mutable] struct NAME ... end` with `field::Type` lines, for the names in `wanted`:
+/// name → (line, fields).
+fn julia_structs(src: &str, wanted: &BTreeSet<String>) -> BTreeMap<String, (usize, JuliaFields)> {
     let text = strip_julia(src);
     let mut out = BTreeMap::new();
-    let mut current: Option<(String, usize, Vec<(String, String)>)> = None;
+    let mut current: Option<(String, usize, JuliaFields)> = None;
     for (k, line) in text.lines().enumerate() {
         let t = line.trim();
         if let Some((name, start, fields)) = current.as_mut() {
