@@ -523,7 +523,9 @@ class Model {
     /// Eigenvalues of the covariance, largest first (n_eigen values).
     std::vector<double> eigenvalues() const {
         std::vector<double> v(n_eigen());
-        detail::check(rcv_model_eigenvalues(handle_.get(), v.data(), v.size()));
+        if (!v.empty()) {
+            detail::check(rcv_model_eigenvalues(handle_.get(), v.data(), v.size()));
+        }
         return v;
     }
     /// Eigenvolume k (0-based) in real space, N^3 floats.
@@ -538,10 +540,13 @@ class Model {
         detail::check(rcv_model_variance_map(handle_.get(), n_components, v.data(), v.size()));
         return v;
     }
-    /// The latent dimensions the model embeds into.
+    /// The latent dimensions with an embedding, ascending (empty before the embedding
+    /// stage).
     std::vector<std::size_t> zdims() const {
         std::vector<std::size_t> v(get_size(&rcv_model_n_zdims));
-        detail::check(rcv_model_zdims(handle_.get(), v.data(), v.size()));
+        if (!v.empty()) {
+            detail::check(rcv_model_zdims(handle_.get(), v.data(), v.size()));
+        }
         return v;
     }
     /// The embedding of every image at `zdim` (regularized or not), in dataset order;

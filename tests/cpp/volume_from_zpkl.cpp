@@ -52,6 +52,42 @@ int main(int argc, char **argv) {
             return failures == 0 ? 0 : 1;
         }
 
+        // A dataset from memory: 4 blank 16-px images, identity poses, one CTF row each.
+        {
+            const std::size_t n = 4, d = 16;
+            std::vector<float> images(n * d * d, 0.0f), rotations, translations(n * 2, 0.0f);
+            std::vector<double> ctf;
+            for (std::size_t i = 0; i < n; ++i) {
+                rotations.insert(rotations.end(), {1, 0, 0, 0, 1, 0, 0, 0, 1});
+                ctf.insert(ctf.end(), {16.0, 2.0, 15000.0, 15000.0, 0.0, 300.0, 2.7, 0.1, 0.0});
+            }
+            auto mem = recovar::Dataset::from_arrays(images, n, d, rotations, translations, ctf);
+            check(mem.size() == n && mem.box_size() == d, "dataset from memory: n and D");
+            try {
+                images.pop_back();
+                recovar::Dataset::from_arrays(images, n, d, rotations, translations, ctf);
+                check(false, "an image buffer of the wrong length must throw");
+            } catch (const recovar::Error &e) {
+                check(e.status() == RCV_ERR_INVALID_ARGUMENT,
+                      std::string("wrong length: ") + recovar::status_name(e.status()));
+            }
+        }
+
+        // A model before any stage: its sizes, and a clear error for results not made yet.
+        {
+            auto model = recovar::Model::create(ds, recovar::ModelOptions().zdims({2}).seed(0));
+            check(model.n_images() == ds.size() && model.box_size() == ds.box_size(),
+                  "model sizes");
+            check(model.zdims().empty(), "no embedding before the embedding stage");
+            check(!model.stage_done(recovar::Stage::Mean), "no stage run yet");
+            try {
+                model.mean();
+                check(false, "the mean before the mean stage must throw");
+            } catch (const recovar::Error &e) {
+                check(std::string(e.what()).size() > 0, "an explanation");
+            }
+        }
+
         // A missing file: recovar::Error with the status and a message naming the file.
         try {
             recovar::read_embedding("no_such_z.pkl");

@@ -674,7 +674,7 @@ n_eigen(m::Model) = _getsize(rcv_model_n_eigen, m)
 """Eigenvalues of the covariance, largest first."""
 function eigenvalues(m::Model)
     v = Vector{Cdouble}(undef, n_eigen(m))
-    _check(rcv_model_eigenvalues(m, v, length(v)))
+    isempty(v) || _check(rcv_model_eigenvalues(m, v, length(v)))
     return v
 end
 
@@ -693,10 +693,10 @@ function variance_map(m::Model, n_components::Integer)
     return v
 end
 
-"""The latent dimensions the model embeds into."""
+"""The latent dimensions with an embedding, ascending (empty before the embedding stage)."""
 function zdims(m::Model)
     v = Vector{Csize_t}(undef, _getsize(rcv_model_n_zdims, m))
-    _check(rcv_model_zdims(m, v, length(v)))
+    isempty(v) || _check(rcv_model_zdims(m, v, length(v)))
     return Int.(v)
 end
 
