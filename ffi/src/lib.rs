@@ -16,11 +16,19 @@
 #![allow(clippy::missing_safety_doc)]
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::Mutex;
 
+use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{Dataset, DatasetOptions, Uninvert};
+use recovar_core::generate::{GeneratedVolume, KernelOptions};
+use recovar_core::heterogeneity::CovarianceOptions;
+use recovar_core::pipeline::model::{self, Model, ModelOptions, Stage};
+use recovar_core::progress::Progress;
+use recovar_core::reconstruct::mask::MaskOption;
+use recovar_core::reconstruct::noise::NoiseModel;
 use recovar_core::Error;
 
 /// Major version of the library (semantic versioning).
@@ -71,6 +79,8 @@ pub const RCV_UNINVERT_FALSE: i32 = 2;
 /// An opened dataset: particle images (read lazily) + poses + CTF + indices + halfsets.
 pub struct rcv_dataset {
     inner: Dataset,
+    /// How it was opened from files (a model records it so a saved model reopens them).
+    source: Option<DatasetOptions>,
 }
 
 /// Options of rcv_dataset_open. Initialise with rcv_dataset_options_init, then set
@@ -222,28 +232,6 @@ pub unsafe extern "C" fn rcv_dataset_options_init(opts: *mut rcv_dataset_options
     }
 }
 
-/// Copy the caller's options, honouring a smaller `struct_size` from an older header.
-unsafe fn read_options(p: *const rcv_dataset_options) -> Result<rcv_dataset_options, Error> {
-    if p.is_null() {
-        return Err(null_arg("options"));
-    }
-    let size = std::ptr::read_unaligned(p.cast::<usize>());
-    let ours = std::mem::size_of::<rcv_dataset_options>();
-    if size < std::mem::size_of::<usize>() + std::mem::size_of::<*const c_char>() {
-        return Err(Error::invalid(format!(
-            "options.struct_size is {size}; initialise the options with rcv_dataset_options_init"
-        )));
-    }
-    let mut out = rcv_dataset_options::default();
-    std::ptr::copy_nonoverlapping(
-        p.cast::<u8>(),
-        (&mut out as *mut rcv_dataset_options).cast::<u8>(),
-        size.min(ours),
-    );
-    out.struct_size = ours;
-    Ok(out)
-}
-
 /// Open a dataset from files, with the options of the command line. On success `*out`
 /// holds a new handle to release with rcv_dataset_free; on error `*out` is set to NULL.
 #[no_mangle]
@@ -256,7 +244,7 @@ pub unsafe extern "C" fn rcv_dataset_open(
             return Err(null_arg("out"));
         }
         out.write(std::ptr::null_mut());
-        let o = read_options(options)?;
+        let o = read_struct(options, "options", "rcv_dataset_options_init")?;
         let particles = opt_path(o.particles, "options.particles")?
             .ok_or_else(|| null_arg("options.particles"))?;
         let uninvert = match o.uninvert {
@@ -276,7 +264,7 @@ pub unsafe extern "C" fn rcv_dataset_open(
                 o.flags & !known
             )));
         }
-        let ds = Dataset::open(&DatasetOptions {
+        let dsopts = DatasetOptions {
             particles,
             poses: opt_path(o.poses, "options.poses")?,
             ctf: opt_path(o.ctf, "options.ctf")?,
@@ -289,8 +277,12 @@ pub unsafe extern "C" fn rcv_dataset_open(
             require_poses: o.flags & RCV_DATASET_REQUIRE_POSES != 0,
             require_ctf: o.flags & RCV_DATASET_REQUIRE_CTF != 0,
             preload: o.flags & RCV_DATASET_PRELOAD != 0,
-        })?;
-        out.write(Box::into_raw(Box::new(rcv_dataset { inner: ds })));
+        };
+        let ds = Dataset::open(&dsopts)?;
+        out.write(Box::into_raw(Box::new(rcv_dataset {
+            inner: ds,
+            source: Some(dsopts),
+        })));
         Ok(())
     })
 }
@@ -343,6 +335,931 @@ pub unsafe extern "C" fn rcv_dataset_voxel_size(
     out: *mut f64,
 ) -> rcv_status {
     guard(|| put(out, get(dataset)?.voxel_size()))
+}
+
+/// Stage of rcv_model_run_stage: initial noise, halfset means with FSC prior, sign check,
+/// masks. Running a stage first runs the earlier stages it needs; a stage already done is
+/// not rerun.
+pub const RCV_STAGE_MEAN: i32 = 0;
+/// Stage: the noise model.
+pub const RCV_STAGE_NOISE: i32 = 1;
+/// Stage: variance, covariance columns, principal components (eigenvolumes).
+pub const RCV_STAGE_COVARIANCE: i32 = 2;
+/// Stage: embeddings for every zdim (with correct_contrast: also the contrast do-over pass).
+pub const RCV_STAGE_EMBEDDING: i32 = 3;
+/// Stage: every stage not yet run, in order.
+pub const RCV_STAGE_ALL: i32 = 4;
+
+/// Volume kind of rcv_volume_data / rcv_volume_write_mrc: locally filtered and B-factor
+/// sharpened (locres_filtered.mrc).
+pub const RCV_VOLUME_FILTERED: i32 = 0;
+/// Volume kind: average of the two recombined halves (unfil.mrc).
+pub const RCV_VOLUME_UNFILTERED: i32 = 1;
+/// Volume kind: first halfset's estimate (half1_unfil.mrc).
+pub const RCV_VOLUME_HALF1: i32 = 2;
+/// Volume kind: second halfset's estimate (half2_unfil.mrc).
+pub const RCV_VOLUME_HALF2: i32 = 3;
+/// Volume kind: locally filtered, not sharpened (locres_filtered_nob.mrc).
+pub const RCV_VOLUME_FILTERED_NO_BFACTOR: i32 = 4;
+/// Volume kind: local resolution in Å (local_resolution.mrc).
+pub const RCV_VOLUME_LOCAL_RESOLUTION: i32 = 5;
+
+/// mask_kind of rcv_model_options: a mask made from the two half-map means (default).
+pub const RCV_MASK_FROM_HALFMAPS: i32 = 0;
+/// mask_kind: the ball of radius N/2 − 1.
+pub const RCV_MASK_SPHERE: i32 = 1;
+/// mask_kind: no mask (all ones).
+pub const RCV_MASK_NONE: i32 = 2;
+/// mask_kind: the .mrc file in mask_path.
+pub const RCV_MASK_FILE: i32 = 3;
+/// noise_model: one radial profile from outside the mask (default).
+pub const RCV_NOISE_RADIAL: i32 = 0;
+/// noise_model: a constant (white) noise level.
+pub const RCV_NOISE_WHITE: i32 = 1;
+/// memory_option: 300 covariance columns, 200 principal components (default).
+pub const RCV_MEMORY_NORMAL: i32 = 0;
+/// memory_option: as --low-memory-option (50 columns, sketch 100).
+pub const RCV_MEMORY_LOW: i32 = 1;
+/// memory_option: as --very-low-memory-option.
+pub const RCV_MEMORY_VERY_LOW: i32 = 2;
+
+/// Progress callback of long calls: `stage` names the running step (NUL-terminated, valid
+/// during the call), `done` of `total` units are finished. Return 0 to go on, non-zero to
+/// cancel: the call then stops cleanly and returns RCV_ERR_CANCELLED. It may be called
+/// from the library's worker threads, but never from two threads at once. It must not
+/// unwind (throw) through the library.
+pub type rcv_progress_fn = Option<
+    unsafe extern "C" fn(
+        user_data: *mut c_void,
+        stage: *const c_char,
+        done: u64,
+        total: u64,
+    ) -> i32,
+>;
+
+/// A model: one dataset and the results of the pipeline stages run on it (mean, noise,
+/// principal components, embeddings).
+pub struct rcv_model {
+    inner: Model,
+}
+
+/// A volume generated by kernel regression: its two halves, their average, the locally
+/// filtered map and the local resolution.
+pub struct rcv_volume {
+    inner: GeneratedVolume,
+}
+
+/// Options of rcv_model_create. Initialise with rcv_model_options_init, then set fields.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rcv_model_options {
+    /// `sizeof(rcv_model_options)` as the caller compiled it.
+    pub struct_size: usize,
+    /// One of the RCV_MASK_* values (default RCV_MASK_FROM_HALFMAPS).
+    pub mask_kind: i32,
+    /// The mask .mrc when mask_kind is RCV_MASK_FILE (borrowed during rcv_model_create).
+    pub mask_path: *const c_char,
+    /// A focus mask .mrc for the heterogeneity stages, or NULL.
+    pub focus_mask: *const c_char,
+    /// One of the RCV_NOISE_* values.
+    pub noise_model: i32,
+    /// Latent dimensions to embed (borrowed during rcv_model_create); NULL uses
+    /// {1, 2, 4, 10, 20}.
+    pub zdims: *const usize,
+    /// Number of values in `zdims`.
+    pub n_zdims: usize,
+    /// Non-zero: estimate per-image contrasts and redo the stages with them (§6.5).
+    pub correct_contrast: i32,
+    /// Non-zero: leave the zero frequency out of the embeddings.
+    pub ignore_zero_frequency: i32,
+    /// One of the RCV_MEMORY_* values (fewer covariance columns and PCs).
+    pub memory_option: i32,
+    /// Non-zero (default): per-image tight masks in the covariance columns.
+    pub use_image_mask: i32,
+    /// Working memory for image batches in bytes; 0 = 2 GB. Results never depend on it.
+    pub memory_budget: u64,
+    /// Seed of random choices (default 0).
+    pub seed: u64,
+}
+
+impl Default for rcv_model_options {
+    fn default() -> Self {
+        rcv_model_options {
+            struct_size: std::mem::size_of::<rcv_model_options>(),
+            mask_kind: RCV_MASK_FROM_HALFMAPS,
+            mask_path: std::ptr::null(),
+            focus_mask: std::ptr::null(),
+            noise_model: RCV_NOISE_RADIAL,
+            zdims: std::ptr::null(),
+            n_zdims: 0,
+            correct_contrast: 0,
+            ignore_zero_frequency: 0,
+            memory_option: RCV_MEMORY_NORMAL,
+            use_image_mask: 1,
+            memory_budget: 0,
+            seed: 0,
+        }
+    }
+}
+
+/// Options of kernel regression (rcv_model_generate, rcv_generate_from_embedding).
+/// Initialise with rcv_kernel_options_init.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct rcv_kernel_options {
+    /// `sizeof(rcv_kernel_options)` as the caller compiled it.
+    pub struct_size: usize,
+    /// Number of kernel widths tried (default 50).
+    pub n_bins: usize,
+    /// Local windows of radius N / maskrad_fraction voxels (default 20).
+    pub maskrad_fraction: f64,
+    /// Images in the smallest neighbourhood (default 100).
+    pub n_min_images: usize,
+    /// Sharpening B-factor of the filtered map in Å² (default 0).
+    pub bfactor: f64,
+    /// Images per batch; 0 chooses from a 2 GB budget. Results never depend on it.
+    pub batch_size: usize,
+}
+
+impl Default for rcv_kernel_options {
+    fn default() -> Self {
+        let k = KernelOptions::default();
+        rcv_kernel_options {
+            struct_size: std::mem::size_of::<rcv_kernel_options>(),
+            n_bins: k.n_bins,
+            maskrad_fraction: k.maskrad_fraction,
+            n_min_images: k.n_min_images,
+            bfactor: k.bfactor,
+            batch_size: 0,
+        }
+    }
+}
+
+/// Copy a caller's options struct, honouring a smaller `struct_size` from an older header
+/// (fields it does not have keep their defaults).
+unsafe fn read_struct<T: Default + Copy>(p: *const T, name: &str, init: &str) -> Result<T, Error> {
+    if p.is_null() {
+        return Err(null_arg(name));
+    }
+    let size = std::ptr::read_unaligned(p.cast::<usize>());
+    let ours = std::mem::size_of::<T>();
+    if size <= std::mem::size_of::<usize>() {
+        return Err(Error::invalid(format!(
+            "{name}.struct_size is {size}; initialise the options with {init}"
+        )));
+    }
+    let mut out = T::default();
+    std::ptr::copy_nonoverlapping(
+        p.cast::<u8>(),
+        (&mut out as *mut T).cast::<u8>(),
+        size.min(ours),
+    );
+    std::ptr::write_unaligned((&mut out as *mut T).cast::<usize>(), ours);
+    Ok(out)
+}
+
+/// A caller array as a slice, checking the pointer and the length it must have.
+unsafe fn slice_in<'a, T>(
+    p: *const T,
+    len: usize,
+    expected: usize,
+    name: &str,
+) -> Result<&'a [T], Error> {
+    if len != expected {
+        return Err(Error::invalid(format!(
+            "{name} has {len} elements; {expected} are expected"
+        )));
+    }
+    if expected == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(null_arg(name));
+    }
+    Ok(std::slice::from_raw_parts(p, len))
+}
+
+/// Copy `data` into the caller's buffer of `len` elements (which must be exactly right).
+unsafe fn copy_out<T: Copy>(data: &[T], out: *mut T, len: usize, name: &str) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(null_arg(name));
+    }
+    if len != data.len() {
+        return Err(Error::invalid(format!(
+            "{name} holds {len} elements; {} are needed",
+            data.len()
+        )));
+    }
+    std::ptr::copy_nonoverlapping(data.as_ptr(), out, len);
+    Ok(())
+}
+
+/// The C progress callback as the library's Progress.
+struct CProgress {
+    f: rcv_progress_fn,
+    user_data: *mut c_void,
+    /// Serialises calls: callers need not write a thread-safe callback.
+    lock: Mutex<()>,
+}
+
+// The callback and its user_data belong to the caller, who promised they may be used from
+// the library's threads for the duration of the call (rcv_progress_fn docs); calls are
+// serialised by `lock`.
+unsafe impl Sync for CProgress {}
+
+impl CProgress {
+    fn new(f: rcv_progress_fn, user_data: *mut c_void) -> Self {
+        CProgress {
+            f,
+            user_data,
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Progress for CProgress {
+    fn update(&self, stage: &str, done: u64, total: u64) -> bool {
+        let Some(f) = self.f else { return true };
+        let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let name = CString::new(stage.replace('\0', " ")).unwrap_or_default();
+        // SAFETY: the caller's callback with its own user_data (see rcv_progress_fn).
+        unsafe { f(self.user_data, name.as_ptr(), done, total) == 0 }
+    }
+}
+
+/// A required NUL-terminated path argument.
+unsafe fn path_arg(p: *const c_char, name: &str) -> Result<PathBuf, Error> {
+    opt_path(p, name)?.ok_or_else(|| null_arg(name))
+}
+
+/// Create a dataset from caller memory: `n_images` images of `box_size` × `box_size`
+/// floats (row-major), rotations (n × 9, row-major 3×3 matrices, cryoDRGN convention),
+/// translations (n × 2, pixels) and CTF rows (n × 9, the columns of cryoDRGN's ctf.pkl:
+/// D, Apix, dfU, dfV, dfang, kV, Cs, w, phase shift). The arrays are copied. Halfsets are
+/// the seeded random split of RECOVAR (seed 0 = RECOVAR's).
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rcv_dataset_create(
+    images: *const f32,
+    images_len: usize,
+    n_images: usize,
+    box_size: usize,
+    rotations: *const f32,
+    rotations_len: usize,
+    translations: *const f32,
+    translations_len: usize,
+    ctf: *const f64,
+    ctf_len: usize,
+    seed: u64,
+    out: *mut *mut rcv_dataset,
+) -> rcv_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        out.write(std::ptr::null_mut());
+        let npix = box_size
+            .checked_mul(box_size)
+            .and_then(|v| v.checked_mul(n_images))
+            .ok_or_else(|| Error::invalid("n_images × box_size² overflows"))?;
+        let imgs = slice_in(images, images_len, npix, "images")?;
+        let rot = slice_in(rotations, rotations_len, n_images * 9, "rotations")?;
+        let tr = slice_in(translations, translations_len, n_images * 2, "translations")?;
+        let c = slice_in(ctf, ctf_len, n_images * 9, "ctf")?;
+        if let Some(i) = imgs.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "image {} has a non-finite pixel",
+                i / (box_size * box_size).max(1)
+            )));
+        }
+        let rotations: Vec<[f32; 9]> = rot
+            .chunks_exact(9)
+            .map(|r| std::array::from_fn(|k| r[k]))
+            .collect();
+        let translations: Vec<[f32; 2]> = tr.chunks_exact(2).map(|t| [t[0], t[1]]).collect();
+        let ctf_rows: Vec<[f64; 9]> = c
+            .chunks_exact(9)
+            .map(|r| std::array::from_fn(|k| r[k]))
+            .collect();
+        let ds = Dataset::from_arrays(
+            imgs.to_vec(),
+            n_images,
+            box_size,
+            &rotations,
+            &translations,
+            &ctf_rows,
+            seed,
+        )?;
+        out.write(Box::into_raw(Box::new(rcv_dataset {
+            inner: ds,
+            source: None,
+        })));
+        Ok(())
+    })
+}
+
+/// Number of particles in the dataset's file (before `ind` / `n_images`); for a dataset
+/// from memory, its number of images.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_dataset_total_in_file(
+    dataset: *const rcv_dataset,
+    out: *mut usize,
+) -> rcv_status {
+    guard(|| put(out, get(dataset)?.total_in_file()))
+}
+
+/// Fill `opts` with defaults (the command line's: mask from half maps, radial noise,
+/// zdims {1, 2, 4, 10, 20}, image masks on, 2 GB budget, seed 0) and set `struct_size`.
+/// Does nothing when `opts` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_options_init(opts: *mut rcv_model_options) {
+    if !opts.is_null() {
+        opts.write(rcv_model_options::default());
+    }
+}
+
+/// Fill `opts` with the kernel-regression defaults and set `struct_size`. Does nothing
+/// when `opts` is NULL.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_kernel_options_init(opts: *mut rcv_kernel_options) {
+    if !opts.is_null() {
+        opts.write(rcv_kernel_options::default());
+    }
+}
+
+unsafe fn model_options(o: &rcv_model_options) -> Result<ModelOptions, Error> {
+    let mut m = ModelOptions {
+        mask: match o.mask_kind {
+            RCV_MASK_FROM_HALFMAPS => MaskOption::FromHalfmaps,
+            RCV_MASK_SPHERE => MaskOption::Sphere,
+            RCV_MASK_NONE => MaskOption::None,
+            RCV_MASK_FILE => MaskOption::File(path_arg(o.mask_path, "options.mask_path")?),
+            v => {
+                return Err(Error::invalid(format!(
+                    "options.mask_kind = {v} is not one of the RCV_MASK_* values"
+                )))
+            }
+        },
+        focus_mask: opt_path(o.focus_mask, "options.focus_mask")?,
+        noise_model: match o.noise_model {
+            RCV_NOISE_RADIAL => NoiseModel::Radial,
+            RCV_NOISE_WHITE => NoiseModel::White,
+            v => {
+                return Err(Error::invalid(format!(
+                    "options.noise_model = {v} is not one of the RCV_NOISE_* values"
+                )))
+            }
+        },
+        covariance: match o.memory_option {
+            RCV_MEMORY_NORMAL => CovarianceOptions::default(),
+            RCV_MEMORY_LOW => CovarianceOptions::low_memory(),
+            RCV_MEMORY_VERY_LOW => CovarianceOptions::very_low_memory(),
+            v => {
+                return Err(Error::invalid(format!(
+                    "options.memory_option = {v} is not one of the RCV_MEMORY_* values"
+                )))
+            }
+        },
+        correct_contrast: o.correct_contrast != 0,
+        ignore_zero_frequency: o.ignore_zero_frequency != 0,
+        seed: o.seed,
+        ..ModelOptions::default()
+    };
+    m.covariance.mask_images = o.use_image_mask != 0;
+    if o.memory_budget > 0 {
+        m.memory_budget = o.memory_budget;
+    }
+    if !o.zdims.is_null() || o.n_zdims > 0 {
+        if o.n_zdims == 0 {
+            return Err(Error::invalid(
+                "options.n_zdims is 0 but options.zdims is set",
+            ));
+        }
+        m.zdims = slice_in(o.zdims, o.n_zdims, o.n_zdims, "options.zdims")?.to_vec();
+    }
+    Ok(m)
+}
+
+/// Create a model of `dataset` with `options` (NULL = defaults); no stage is run yet. The
+/// model keeps its own reference to the dataset's images: the caller may free the dataset
+/// handle afterwards. The dataset needs poses and CTF.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_create(
+    dataset: *const rcv_dataset,
+    options: *const rcv_model_options,
+    out: *mut *mut rcv_model,
+) -> rcv_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        out.write(std::ptr::null_mut());
+        let ds = get(dataset)?;
+        let o = if options.is_null() {
+            rcv_model_options::default()
+        } else {
+            read_struct(options, "options", "rcv_model_options_init")?
+        };
+        let opts = model_options(&o)?;
+        let mut m = Model::new(ds.clone(), opts)?;
+        if let Some(src) = (*dataset).source.clone() {
+            m.set_source(src);
+        }
+        out.write(Box::into_raw(Box::new(rcv_model { inner: m })));
+        Ok(())
+    })
+}
+
+/// Load a model from the output folder of `recovar pipeline` (or of rcv_model_save): mean,
+/// noise, eigenvalues, eigenvolumes, embeddings. Its particles are reopened when they
+/// still exist (needed by rcv_model_generate only). A loaded model cannot run stages.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_load(
+    pipeline_dir: *const c_char,
+    out: *mut *mut rcv_model,
+) -> rcv_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        out.write(std::ptr::null_mut());
+        let dir = path_arg(pipeline_dir, "pipeline_dir")?;
+        let m = Model::load(&dir)?;
+        out.write(Box::into_raw(Box::new(rcv_model { inner: m })));
+        Ok(())
+    })
+}
+
+/// Release a model. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_free(model: *mut rcv_model) {
+    if !model.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
+    }
+}
+
+unsafe fn model_ref<'a>(m: *const rcv_model) -> Result<&'a Model, Error> {
+    m.as_ref()
+        .map(|m| &m.inner)
+        .ok_or_else(|| null_arg("model"))
+}
+
+/// The stage an RCV_STAGE_* value names (RCV_STAGE_ALL: the last one).
+fn stage_from_raw(v: i32) -> Result<Stage, Error> {
+    Ok(match v {
+        RCV_STAGE_MEAN => Stage::Mean,
+        RCV_STAGE_NOISE => Stage::Noise,
+        RCV_STAGE_COVARIANCE => Stage::Covariance,
+        RCV_STAGE_EMBEDDING | RCV_STAGE_ALL => Stage::Embedding,
+        _ => {
+            return Err(Error::invalid(format!(
+                "stage = {v} is not one of the RCV_STAGE_* values"
+            )))
+        }
+    })
+}
+
+/// Run `stage` (an RCV_STAGE_* value; and the earlier stages it needs) with progress reports to `progress`
+/// (may be NULL). On cancellation the model keeps the stages finished before it.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_run_stage(
+    model: *mut rcv_model,
+    stage: i32,
+    progress: rcv_progress_fn,
+    user_data: *mut c_void,
+) -> rcv_status {
+    guard(|| {
+        let m = model.as_mut().ok_or_else(|| null_arg("model"))?;
+        let st = stage_from_raw(stage)?;
+        let p = CProgress::new(progress, user_data);
+        m.inner.run_stage(st, &CpuBackend::new(), &p)
+    })
+}
+
+/// Whether `stage`'s results are available: `*out` = 1 (done) or 0.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_stage_done(
+    model: *const rcv_model,
+    stage: i32,
+    out: *mut i32,
+) -> rcv_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let st = stage_from_raw(stage)?;
+        let done = if stage == RCV_STAGE_ALL {
+            Stage::ALL.iter().all(|&s| m.stage_done(s))
+        } else {
+            m.stage_done(st)
+        };
+        put(out, done as i32)
+    })
+}
+
+/// Write the pipeline's output layout into `dir` (output/volumes/*.mrc, model/params.pkl,
+/// embeddings, ...) for the stages run so far (at least mean and noise). Files are written
+/// atomically. rcv_model_load reads the folder back.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_save(model: *const rcv_model, dir: *const c_char) -> rcv_status {
+    guard(|| {
+        let m = model_ref(model)?;
+        let dir = path_arg(dir, "dir")?;
+        m.save(&dir, &recovar_core::progress::NoProgress)
+    })
+}
+
+/// Volume side N of the model (volumes are N × N × N floats, z-major C order).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_box_size(
+    model: *const rcv_model,
+    out: *mut usize,
+) -> rcv_status {
+    guard(|| put(out, model_ref(model)?.box_size()))
+}
+
+/// Voxel size in Å.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_voxel_size(
+    model: *const rcv_model,
+    out: *mut f64,
+) -> rcv_status {
+    guard(|| put(out, model_ref(model)?.voxel_size()))
+}
+
+/// Number of images of the model's dataset (rows of its embeddings).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_n_images(
+    model: *const rcv_model,
+    out: *mut usize,
+) -> rcv_status {
+    guard(|| put(out, model_ref(model)?.n_images()))
+}
+
+/// The mean volume into `out` (`len` = N³ floats).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_mean(
+    model: *const rcv_model,
+    out: *mut f32,
+    len: usize,
+) -> rcv_status {
+    guard(|| copy_out(model_ref(model)?.mean()?, out, len, "out"))
+}
+
+/// The radial noise variance profile in use (`len` = N/2 − 1 shells).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_noise(
+    model: *const rcv_model,
+    out: *mut f64,
+    len: usize,
+) -> rcv_status {
+    guard(|| copy_out(model_ref(model)?.noise()?, out, len, "out"))
+}
+
+/// Number of principal components kept (after the covariance stage).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_n_eigen(model: *const rcv_model, out: *mut usize) -> rcv_status {
+    guard(|| put(out, model_ref(model)?.eigenvalues()?.len()))
+}
+
+/// The eigenvalues, largest first (`len` = rcv_model_n_eigen).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_eigenvalues(
+    model: *const rcv_model,
+    out: *mut f64,
+    len: usize,
+) -> rcv_status {
+    guard(|| copy_out(model_ref(model)?.eigenvalues()?, out, len, "out"))
+}
+
+/// Eigenvolume `k` (0-based) in real space, unit norm (`len` = N³).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_eigenvolume(
+    model: *const rcv_model,
+    k: usize,
+    out: *mut f32,
+    len: usize,
+) -> rcv_status {
+    guard(|| copy_out(&model_ref(model)?.eigenvolume(k)?, out, len, "out"))
+}
+
+/// The variance map Σ_{k < n_components} λ_k u_k² (`len` = N³), as variance{k}.mrc.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_variance_map(
+    model: *const rcv_model,
+    n_components: usize,
+    out: *mut f32,
+    len: usize,
+) -> rcv_status {
+    guard(|| {
+        copy_out(
+            &model_ref(model)?.variance_map(n_components)?,
+            out,
+            len,
+            "out",
+        )
+    })
+}
+
+/// Number of latent dimensions with an embedding (0 before the embedding stage).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_n_zdims(model: *const rcv_model, out: *mut usize) -> rcv_status {
+    guard(|| put(out, model_ref(model)?.zdims().len()))
+}
+
+/// The latent dimensions with an embedding, ascending (`len` = rcv_model_n_zdims).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_model_zdims(
+    model: *const rcv_model,
+    out: *mut usize,
+    len: usize,
+) -> rcv_status {
+    guard(|| copy_out(&model_ref(model)?.zdims(), out, len, "out"))
+}
+
+/// The embedding of dimension `zdim` (regularized != 0: the regularized one, as
+/// latent_coords.npy; else latent_coords_noreg.npy), one row per image in dataset order:
+/// `zs` (n × zdim), and optionally `precisions` (n × zdim × zdim) and `contrasts` (n);
+/// pass NULL with length 0 to skip those.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rcv_model_embedding(
+    model: *const rcv_model,
+    zdim: usize,
+    regularized: i32,
+    zs: *mut f32,
+    zs_len: usize,
+    precisions: *mut f32,
+    precisions_len: usize,
+    contrasts: *mut f32,
+    contrasts_len: usize,
+) -> rcv_status {
+    guard(|| {
+        let e = model_ref(model)?.embedding(zdim, regularized != 0)?;
+        copy_out(e.zs, zs, zs_len, "zs")?;
+        if !precisions.is_null() || precisions_len > 0 {
+            copy_out(e.precisions, precisions, precisions_len, "precisions")?;
+        }
+        if !contrasts.is_null() || contrasts_len > 0 {
+            copy_out(e.contrasts, contrasts, contrasts_len, "contrasts")?;
+        }
+        Ok(())
+    })
+}
+
+unsafe fn kernel_options(
+    o: *const rcv_kernel_options,
+    ds: &Dataset,
+) -> Result<KernelOptions, Error> {
+    let o = if o.is_null() {
+        rcv_kernel_options::default()
+    } else {
+        read_struct(o, "options", "rcv_kernel_options_init")?
+    };
+    if o.n_bins == 0 {
+        return Err(Error::invalid("options.n_bins must be at least 1"));
+    }
+    if !(o.maskrad_fraction.is_finite() && o.maskrad_fraction > 0.0) {
+        return Err(Error::invalid("options.maskrad_fraction must be positive"));
+    }
+    if !o.bfactor.is_finite() {
+        return Err(Error::invalid("options.bfactor must be finite"));
+    }
+    let d = ds.box_size();
+    let batch = if o.batch_size > 0 {
+        o.batch_size
+    } else {
+        ds.batch_size_for_budget(2_000_000_000, (d * d * 48) as u64)
+            .clamp(1, 2048)
+    };
+    Ok(KernelOptions {
+        n_bins: o.n_bins,
+        maskrad_fraction: o.maskrad_fraction,
+        n_min_images: o.n_min_images,
+        bfactor: o.bfactor,
+        batch_size: batch,
+    })
+}
+
+unsafe fn point_arg<'a>(point: *const f32, len: usize, zdim: usize) -> Result<&'a [f32], Error> {
+    slice_in(point, len, zdim, "point")
+}
+
+/// Generate a volume by kernel regression at the latent `point` (zdim values) from the
+/// model's own embedding of dimension `zdim` (as `recovar compute_state`). `options` may be
+/// NULL (defaults). On success `*out` holds a new volume to release with rcv_volume_free.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rcv_model_generate(
+    model: *const rcv_model,
+    zdim: usize,
+    regularized: i32,
+    point: *const f32,
+    point_len: usize,
+    options: *const rcv_kernel_options,
+    progress: rcv_progress_fn,
+    user_data: *mut c_void,
+    out: *mut *mut rcv_volume,
+) -> rcv_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        out.write(std::ptr::null_mut());
+        let m = model_ref(model)?;
+        let pt = point_arg(point, point_len, zdim)?;
+        let k = kernel_options(options, m.dataset()?)?;
+        let p = CProgress::new(progress, user_data);
+        let v = m.generate(zdim, regularized != 0, pt, &k, &CpuBackend::new(), &p)?;
+        out.write(Box::into_raw(Box::new(rcv_volume { inner: v })));
+        Ok(())
+    })
+}
+
+/// Generate a volume by kernel regression at `point` from an embedding made elsewhere
+/// (e.g. cryoDRGN's z.pkl, read with rcv_read_embedding): `zs` holds one row of `zdim`
+/// values per image of `dataset`, or per particle of its file. `precisions` (rows × zdim ×
+/// zdim) may be NULL with length 0 for the identity. The noise is estimated from the
+/// dataset, as `recovar generate_from_embedding` does. No pipeline run is needed.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rcv_generate_from_embedding(
+    dataset: *const rcv_dataset,
+    zs: *const f32,
+    zs_len: usize,
+    zdim: usize,
+    precisions: *const f32,
+    precisions_len: usize,
+    point: *const f32,
+    point_len: usize,
+    options: *const rcv_kernel_options,
+    progress: rcv_progress_fn,
+    user_data: *mut c_void,
+    out: *mut *mut rcv_volume,
+) -> rcv_status {
+    guard(|| {
+        if out.is_null() {
+            return Err(null_arg("out"));
+        }
+        out.write(std::ptr::null_mut());
+        let ds = get(dataset)?;
+        if zdim == 0 {
+            return Err(Error::invalid("zdim must be at least 1"));
+        }
+        let z = slice_in(zs, zs_len, zs_len, "zs")?;
+        let pr = slice_in(precisions, precisions_len, precisions_len, "precisions")?;
+        let pt = point_arg(point, point_len, zdim)?;
+        let k = kernel_options(options, ds)?;
+        let p = CProgress::new(progress, user_data);
+        let v = model::generate_from_embedding(ds, z, zdim, pr, pt, &k, &CpuBackend::new(), &p)?;
+        out.write(Box::into_raw(Box::new(rcv_volume { inner: v })));
+        Ok(())
+    })
+}
+
+/// Read an embedding file: cryoDRGN's z.pkl (a float array rows × zdim), a .npy, or a
+/// .txt readable by numpy.loadtxt. Call with `out` NULL (and `len` 0) to learn `*rows` and
+/// `*zdim`, then with a buffer of rows × zdim floats.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_read_embedding(
+    path: *const c_char,
+    out: *mut f32,
+    len: usize,
+    rows: *mut usize,
+    zdim: *mut usize,
+) -> rcv_status {
+    guard(|| {
+        let p = path_arg(path, "path")?;
+        let (values, r, z) = recovar_core::generate::output::read_embedding(&p, false)?;
+        put(rows, r)?;
+        put(zdim, z)?;
+        if !out.is_null() || len > 0 {
+            copy_out(&values, out, len, "out")?;
+        }
+        Ok(())
+    })
+}
+
+/// Release a volume. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_volume_free(volume: *mut rcv_volume) {
+    if !volume.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(volume))));
+    }
+}
+
+unsafe fn volume_ref<'a>(v: *const rcv_volume) -> Result<&'a GeneratedVolume, Error> {
+    v.as_ref()
+        .map(|v| &v.inner)
+        .ok_or_else(|| null_arg("volume"))
+}
+
+/// The map an RCV_VOLUME_* value names.
+fn volume_data(v: &GeneratedVolume, kind: i32) -> Result<&[f32], Error> {
+    Ok(match kind {
+        RCV_VOLUME_FILTERED => &v.filtered,
+        RCV_VOLUME_UNFILTERED => &v.unfil,
+        RCV_VOLUME_HALF1 => &v.halves[0],
+        RCV_VOLUME_HALF2 => &v.halves[1],
+        RCV_VOLUME_FILTERED_NO_BFACTOR => &v.filtered_nob,
+        RCV_VOLUME_LOCAL_RESOLUTION => &v.local_resolution,
+        _ => {
+            return Err(Error::invalid(format!(
+                "kind = {kind} is not one of the RCV_VOLUME_* values"
+            )))
+        }
+    })
+}
+
+/// Side N of a generated volume.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_volume_box_size(
+    volume: *const rcv_volume,
+    out: *mut usize,
+) -> rcv_status {
+    guard(|| put(out, volume_ref(volume)?.n))
+}
+
+/// Voxel size in Å of a generated volume.
+#[no_mangle]
+pub unsafe extern "C" fn rcv_volume_voxel_size(
+    volume: *const rcv_volume,
+    out: *mut f64,
+) -> rcv_status {
+    guard(|| put(out, volume_ref(volume)?.voxel_size))
+}
+
+/// Copy one of the volume's maps (`kind`: an RCV_VOLUME_* value) into `out` (`len` = N³).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_volume_data(
+    volume: *const rcv_volume,
+    kind: i32,
+    out: *mut f32,
+    len: usize,
+) -> rcv_status {
+    guard(|| {
+        let v = volume_ref(volume)?;
+        copy_out(volume_data(v, kind)?, out, len, "out")
+    })
+}
+
+/// Write one of the volume's maps as an MRC file (float32, atomically).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_volume_write_mrc(
+    volume: *const rcv_volume,
+    kind: i32,
+    path: *const c_char,
+) -> rcv_status {
+    guard(|| {
+        let v = volume_ref(volume)?;
+        let data = volume_data(v, kind)?;
+        let p = path_arg(path, "path")?;
+        write_cube(&p, data, v.n, v.voxel_size)
+    })
+}
+
+fn write_cube(
+    path: &std::path::Path,
+    data: &[f32],
+    n: usize,
+    voxel_size: f64,
+) -> Result<(), Error> {
+    recovar_core::io::mrc::write_volume(
+        path,
+        &recovar_core::io::mrc::Volume {
+            data: data.to_vec(),
+            shape: [n, n, n],
+            voxel_size: voxel_size as f32,
+            origin: [0.0; 3],
+        },
+    )
+}
+
+/// Write `len` = box_size³ floats (z-major C order) as an MRC volume (float32, voxel size
+/// in Å, written atomically).
+#[no_mangle]
+pub unsafe extern "C" fn rcv_write_mrc(
+    path: *const c_char,
+    data: *const f32,
+    len: usize,
+    box_size: usize,
+    voxel_size: f64,
+) -> rcv_status {
+    guard(|| {
+        let p = path_arg(path, "path")?;
+        if box_size == 0 {
+            return Err(Error::invalid("box_size must be positive"));
+        }
+        if !(voxel_size.is_finite() && voxel_size >= 0.0) {
+            return Err(Error::invalid(
+                "voxel_size must be a finite, non-negative number",
+            ));
+        }
+        let n3 = box_size
+            .checked_mul(box_size)
+            .and_then(|v| v.checked_mul(box_size))
+            .ok_or_else(|| Error::invalid("box_size³ overflows"))?;
+        let d = slice_in(data, len, n3, "data")?;
+        write_cube(&p, d, box_size, voxel_size)
+    })
 }
 
 #[cfg(test)]

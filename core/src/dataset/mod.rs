@@ -125,7 +125,9 @@ pub struct DatasetOptions {
     pub preload: bool,
 }
 
-/// Particles + poses + CTF + indices + halfsets (see module docs).
+/// Particles + poses + CTF + indices + halfsets (see module docs). Clones share the
+/// images (files or memory) and copy only the per-image tables.
+#[derive(Clone)]
 pub struct Dataset {
     source: ImageSource,
     original: Vec<usize>,
@@ -139,7 +141,7 @@ pub struct Dataset {
     halfset_origin: HalfsetOrigin,
     uninvert: Uninvert,
     data_sign: f32,
-    preloaded: Option<Vec<f32>>,
+    preloaded: Option<std::sync::Arc<Vec<f32>>>,
     particles: PathBuf,
 }
 
@@ -619,7 +621,7 @@ impl Dataset {
         let mut all = vec![0.0f32; self.len() * npix];
         let ids: Vec<usize> = self.original.clone();
         self.source.read(&ids, &mut all)?;
-        self.preloaded = Some(all);
+        self.preloaded = Some(std::sync::Arc::new(all));
         Ok(())
     }
 }

@@ -188,11 +188,31 @@ enum Storage {
         open: Mutex<Vec<(usize, Arc<MrcStack>)>>,
     },
     Memory {
-        data: Vec<f32>,
+        // Shared: a cloned dataset (e.g. a model's own copy) does not copy the images.
+        data: Arc<Vec<f32>>,
     },
 }
 
+impl Clone for Storage {
+    fn clone(&self) -> Self {
+        match self {
+            Storage::Files {
+                stacks,
+                entries,
+                open,
+            } => Storage::Files {
+                stacks: stacks.clone(),
+                entries: entries.clone(),
+                // The open-file cache holds Arcs: clones share the already opened stacks.
+                open: Mutex::new(open.lock().map(|v| v.clone()).unwrap_or_default()),
+            },
+            Storage::Memory { data } => Storage::Memory { data: data.clone() },
+        }
+    }
+}
+
 /// The images of a particle file (or of caller memory), readable in any order.
+#[derive(Clone)]
 pub struct ImageSource {
     storage: Storage,
     ny: usize,
@@ -304,7 +324,9 @@ impl ImageSource {
             )));
         }
         Ok(ImageSource {
-            storage: Storage::Memory { data },
+            storage: Storage::Memory {
+                data: Arc::new(data),
+            },
             ny,
             nx,
             header_voxel_size: None,

@@ -18,14 +18,16 @@ pub mod analyze;
 mod checkpoint;
 pub mod density;
 pub mod load;
+pub mod model;
 mod outputs;
 pub mod selftest;
 mod timing;
 pub mod trajectory;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use checkpoint::{fingerprint, Checkpoint, Checkpoints};
+pub use model::{generate_from_embedding, EmbeddingView, Model, ModelOptions, Recorder, Stage};
 pub use timing::{StageTiming, Timings};
 
 use checkpoint::{file_identity, Array};
@@ -38,11 +40,9 @@ use crate::fourier::{fsc_resolutions, FscResolutions};
 use crate::heterogeneity::{self, CovarianceOptions};
 use crate::progress::Progress;
 use crate::reconstruct::locres::{local_resolution, LocresOptions};
-use crate::reconstruct::mask::{focus_mask, make_masks, MaskOption, MaskSettings};
-use crate::reconstruct::mean::{estimate_mean, MeanEstimate, MeanFn, Volume};
-use crate::reconstruct::noise::{
-    estimate_noise, initial_noise, InitialNoise, NoiseEstimate, NoiseModel,
-};
+use crate::reconstruct::mask::{MaskOption, MaskSettings};
+use crate::reconstruct::mean::{MeanEstimate, MeanFn, Volume};
+use crate::reconstruct::noise::NoiseModel;
 
 /// Options of `recovar pipeline`.
 #[derive(Clone, Debug)]
@@ -99,11 +99,6 @@ pub struct PipelineSummary {
     pub timings: Vec<StageTiming>,
 }
 
-/// Working bytes per image of the image passes (image, spectrum, CTF, projections, mask).
-fn bytes_per_image(d: usize) -> u64 {
-    (d * d * 64) as u64
-}
-
 /// The principal components: eigenvectors (Fourier, Σ|u|² = N³) and eigenvalues.
 pub struct Pcs {
     pub vectors: Vec<Vec<Complex<f32>>>,
@@ -121,26 +116,6 @@ pub struct ZdimEmbedding {
     pub contrasts_noreg: Vec<f32>,
 }
 
-/// Everything one pass produced.
-struct PassResult {
-    mean: MeanEstimate,
-    masks: crate::reconstruct::mask::Masks,
-    focus: Option<Vec<f32>>,
-    noise: NoiseEstimate,
-    noise_used: Vec<f64>,
-    het: Option<Heterogeneity>,
-}
-
-struct Heterogeneity {
-    variance: Vec<f32>,
-    variance_fsc: Vec<f64>,
-    freqs: Vec<[i32; 3]>,
-    column_fscs: Vec<Vec<f64>>,
-    columns: Option<Vec<Vec<Complex<f32>>>>,
-    pcs: Pcs,
-    embeddings: Vec<ZdimEmbedding>,
-}
-
 /// Run the pipeline and write its outputs.
 pub fn run_pipeline(
     opts: &PipelineOptions,
@@ -155,23 +130,22 @@ pub fn run_pipeline(
         format!("{}\n", opts.command_line).as_bytes(),
     )?;
     let ckpts = Checkpoints::new(out, run_fingerprint(opts))?;
-    let mut resumed = Vec::new();
     let mut timings = Timings::new();
 
     timings.start("dataset", 0);
     let mut dsopts = opts.dataset.clone();
     dsopts.require_poses = true;
     dsopts.require_ctf = true;
-    let mut ds = Dataset::open(&dsopts)?;
+    let ds = Dataset::open(&dsopts)?;
     ds.check_images_readable()?;
     let d = ds.box_size();
     let vs = ds.voxel_size();
     tracing::info!("dataset: {} images of {d}×{d} px at {vs:.4} Å", ds.len());
-    let batch = ds
-        .batch_size_for_budget(opts.memory_budget, bytes_per_image(d))
-        .min(4096);
+    let mut model = Model::new(ds, opts.model_options())?;
+    model.set_source(dsopts);
     tracing::info!(
-        "image batches of {batch} (memory budget {:.1} GB)",
+        "image batches of {} (memory budget {:.1} GB)",
+        model.batch_size(),
         opts.memory_budget as f64 / 1e9
     );
     if !opts.only_mean {
@@ -182,131 +156,150 @@ pub fn run_pipeline(
             opts.keep_intermediate,
         )?;
     }
-    outputs::write_halfsets(&out.join("model"), &ds)?;
+    outputs::write_halfsets(&out.join("model"), model.dataset()?)?;
 
-    timings.start("noise_initial", ds.halfsets()[0].len().min(10_000) as u64);
-    let init = match ckpts.load("noise_initial") {
-        Some(ck) => {
-            resumed.push("noise_initial".into());
-            InitialNoise {
-                scalar: ck.scalar("scalar")?,
-                radial_ps: ck.f64("radial_ps")?,
-                images_used: ck.scalar("images_used")? as usize,
-            }
-        }
-        None => {
-            let init = initial_noise(&ds, backend, 10_000, opts.seed, batch, progress)?;
-            let mut ck = Checkpoint::new();
-            ck.put_scalar("scalar", init.scalar)
-                .put("radial_ps", Array::F64(init.radial_ps.clone()))
-                .put_scalar("images_used", init.images_used as f64);
-            ckpts.save("noise_initial", &ck)?;
-            init
-        }
-    };
-    tracing::info!(
-        "initial noise estimate from {} images: {:.4e}",
-        init.images_used,
-        init.scalar
-    );
-
-    let passes = if opts.correct_contrast && !opts.only_mean {
-        2
+    let last = if opts.only_mean {
+        Stage::Noise
     } else {
-        1
+        Stage::Embedding
     };
-    let mut first_contrasts: Option<Vec<f32>> = None;
-    let mut last: Option<PassResult> = None;
-    for pass in 0..passes {
-        if pass == 1 {
-            let c = first_contrasts.clone().ok_or_else(|| {
-                Error::invalid("contrast correction: the first pass gave no contrasts")
-            })?;
-            let mean_c = c.iter().map(|&v| v as f64).sum::<f64>() / c.len().max(1) as f64;
-            let normalized: Vec<f32> = c.iter().map(|&v| (v as f64 / mean_c) as f32).collect();
-            tracing::info!(
-                "second pass: per-image contrasts (normalised to mean 1) go into the CTF"
-            );
-            ds.multiply_contrasts(&normalized)?;
-        }
-        let result = run_pass(
-            pass,
-            opts,
-            &mut ds,
-            backend,
-            &init,
-            batch,
-            &ckpts,
-            &mut resumed,
-            &mut timings,
-            progress,
-        )?;
-        if pass == 0 && passes == 2 {
-            first_contrasts = result
-                .het
-                .as_ref()
-                .map(|h| contrast_for_do_over(&h.embeddings, &opts.zdims));
-        }
-        last = Some(result);
-    }
-    let mut result = last.ok_or_else(|| Error::invalid("the pipeline ran no pass"))?;
-    // Reported contrasts are the product of both passes' estimates.
-    if let (Some(first), Some(h)) = (&first_contrasts, result.het.as_mut()) {
-        for e in h.embeddings.iter_mut() {
-            for (c, f) in e.contrasts.iter_mut().zip(first) {
-                *c *= f;
-            }
-            for (c, f) in e.contrasts_noreg.iter_mut().zip(first) {
-                *c *= f;
-            }
-        }
-    }
+    let mut rec = Recorder::new(&ckpts, &mut timings);
+    model.run_stage_recorded(last, backend, progress, &mut rec)?;
+    let resumed = std::mem::take(&mut rec.resumed);
+    drop(rec);
 
-    timings.start("local_resolution", 0);
-    let mean_filt = filtered_mean(&result.mean, d, vs, progress)?;
-    timings.start("write", 0);
-    let resolution = fsc_resolutions(&result.mean.fsc, d, vs);
-    outputs::write_all(
-        opts,
-        &ds,
-        &init,
-        &result.mean,
-        &mean_filt,
-        &result.masks,
-        result.focus.as_deref(),
-        &result.noise,
-        &result.noise_used,
-        result.het.as_ref().map(|h| outputs::HetOutputs {
-            variance: &h.variance,
-            variance_fsc: &h.variance_fsc,
-            freqs: &h.freqs,
-            column_fscs: &h.column_fscs,
-            columns: h.columns.as_deref(),
-            pcs: &h.pcs,
-            embeddings: &h.embeddings,
-        }),
-    )?;
+    let resolution = write_results(&model, opts, progress, Some(&mut timings))?;
     timings.finish();
     timings.write_json(&out.join("timings.json"))?;
+    let mean = model
+        .state
+        .mean
+        .as_ref()
+        .ok_or_else(|| Error::invalid("the pipeline produced no mean"))?;
     Ok(PipelineSummary {
-        n_images: ds.len(),
+        n_images: model.n_images(),
         box_size: d,
         voxel_size: vs,
         resolution,
-        flipped: result.mean.flipped,
-        eigenvalues: result
-            .het
-            .as_ref()
-            .map(|h| h.pcs.values.clone())
-            .unwrap_or_default(),
+        flipped: mean.flipped,
+        eigenvalues: model.eigenvalues().map(|v| v.to_vec()).unwrap_or_default(),
         resumed,
         timings: timings.stages().to_vec(),
     })
 }
 
+/// The locally filtered mean and every output file of the stages run so far; returns the
+/// half-map FSC resolutions.
+fn write_results(
+    model: &Model,
+    opts: &PipelineOptions,
+    progress: &dyn Progress,
+    mut timings: Option<&mut Timings>,
+) -> Result<FscResolutions> {
+    let ds = model.dataset()?;
+    let (d, vs) = (ds.box_size(), ds.voxel_size());
+    let s = &model.state;
+    let (Some(init), Some(mean), Some(masks), Some(noise), Some(noise_used)) =
+        (model.init(), &s.mean, &s.masks, &s.noise, &s.noise_used)
+    else {
+        return Err(Error::invalid(
+            "nothing to write yet: run the mean and noise stages first",
+        ));
+    };
+    if let Some(t) = timings.as_mut() {
+        t.start("local_resolution", 0);
+    }
+    let mean_filt = filtered_mean(mean, d, vs, progress)?;
+    if let Some(t) = timings {
+        t.start("write", 0);
+    }
+    let het = match (&s.variance, &s.cov) {
+        (Some((variance, variance_fsc)), Some(cov)) if !opts.only_mean => {
+            Some(outputs::HetOutputs {
+                variance,
+                variance_fsc,
+                freqs: &cov.freqs,
+                column_fscs: &cov.column_fscs,
+                columns: cov.columns.as_deref(),
+                pcs: &cov.pcs,
+                embeddings: s.embeddings.as_deref().unwrap_or(&[]),
+            })
+        }
+        _ => None,
+    };
+    outputs::write_all(
+        opts,
+        ds,
+        init,
+        mean,
+        &mean_filt,
+        masks,
+        s.focus.as_deref(),
+        noise,
+        noise_used,
+        het,
+    )?;
+    Ok(fsc_resolutions(&mean.fsc, d, vs))
+}
+
+/// [`Model::save`]: the pipeline's layout for whatever stages have run.
+fn save_model(model: &Model, dir: &Path, progress: &dyn Progress) -> Result<()> {
+    let ds = model.dataset()?;
+    let o = model.options();
+    let opts = PipelineOptions {
+        dataset: model.source().cloned().unwrap_or_else(|| DatasetOptions {
+            particles: ds.particles_path().to_path_buf(),
+            ..Default::default()
+        }),
+        outdir: dir.to_path_buf(),
+        mask: o.mask.clone(),
+        mask_settings: o.mask_settings.clone(),
+        focus_mask: o.focus_mask.clone(),
+        noise_model: o.noise_model,
+        mean_fn: o.mean_fn,
+        only_mean: !model.stage_done(Stage::Covariance),
+        zdims: o.zdims.clone(),
+        correct_contrast: o.correct_contrast,
+        ignore_zero_frequency: o.ignore_zero_frequency,
+        covariance: o.covariance.clone(),
+        keep_intermediate: o.keep_columns,
+        memory_budget: o.memory_budget,
+        seed: o.seed,
+        command_line: format!("librecovar {} (Model::save)", crate::VERSION),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    crate::io::atomic::write_bytes(
+        dir.join("command.txt"),
+        format!("{}\n", opts.command_line).as_bytes(),
+    )?;
+    outputs::write_halfsets(&dir.join("model"), ds)?;
+    write_results(model, &opts, progress, None)?;
+    Ok(())
+}
+
+impl PipelineOptions {
+    /// The options that change results, for a [`Model`].
+    pub fn model_options(&self) -> ModelOptions {
+        ModelOptions {
+            mask: self.mask.clone(),
+            mask_settings: self.mask_settings.clone(),
+            focus_mask: self.focus_mask.clone(),
+            noise_model: self.noise_model,
+            mean_fn: self.mean_fn,
+            zdims: self.zdims.clone(),
+            correct_contrast: self.correct_contrast,
+            ignore_zero_frequency: self.ignore_zero_frequency,
+            covariance: self.covariance.clone(),
+            keep_columns: self.keep_intermediate,
+            memory_budget: self.memory_budget,
+            seed: self.seed,
+        }
+    }
+}
+
 /// The contrasts that go into the CTF for the second pass: those of zdim 10, or of the
 /// median requested zdim when 10 was not asked for (RECOVAR's rule).
-fn contrast_for_do_over(embeddings: &[ZdimEmbedding], zdims: &[usize]) -> Vec<f32> {
+pub(super) fn contrast_for_do_over(embeddings: &[ZdimEmbedding], zdims: &[usize]) -> Vec<f32> {
     let pick = if zdims.contains(&10) {
         10
     } else {
@@ -437,387 +430,15 @@ fn run_fingerprint(opts: &PipelineOptions) -> u64 {
     fingerprint(parts.iter().map(String::as_str))
 }
 
-fn volume_entries(ck: &mut Checkpoint, name: &str, v: &Volume) {
+pub(super) fn volume_entries(ck: &mut Checkpoint, name: &str, v: &Volume) {
     ck.put(&format!("{name}_real"), Array::F32(v.real.clone()));
     ck.put(&format!("{name}_spec"), Array::C32(v.spectrum.clone()));
 }
 
-fn volume_from(ck: &Checkpoint, name: &str) -> Result<Volume> {
+pub(super) fn volume_from(ck: &Checkpoint, name: &str) -> Result<Volume> {
     Ok(Volume {
         real: ck.f32(&format!("{name}_real"))?,
         spectrum: ck.c32(&format!("{name}_spec"))?,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_pass(
-    pass: usize,
-    opts: &PipelineOptions,
-    ds: &mut Dataset,
-    backend: &dyn Backend,
-    init: &InitialNoise,
-    batch: usize,
-    ckpts: &Checkpoints,
-    resumed: &mut Vec<String>,
-    timings: &mut Timings,
-    progress: &dyn Progress,
-) -> Result<PassResult> {
-    let d = ds.box_size();
-    let n = d;
-    let vs = ds.voxel_size();
-    // The first pass's stages carry plain names; the contrast do-over's are "pass2_...".
-    let tag = |s: &str| {
-        if pass == 0 {
-            s.to_string()
-        } else {
-            format!("pass{}_{s}", pass + 1)
-        }
-    };
-
-    // Mean.
-    timings.start(&tag("mean"), ds.len() as u64);
-    let mean = match ckpts.load(&tag("mean")) {
-        Some(ck) => {
-            resumed.push(tag("mean"));
-            ds.set_data_sign(ck.scalar("data_sign")? as f32);
-            MeanEstimate {
-                halves_unreg: [volume_from(&ck, "unreg0")?, volume_from(&ck, "unreg1")?],
-                halves_reg: [volume_from(&ck, "reg0")?, volume_from(&ck, "reg1")?],
-                combined: volume_from(&ck, "combined")?,
-                fsc: ck.f64("fsc")?,
-                prior: ck.f64("prior")?,
-                lhs: ck.f32("lhs")?,
-                flipped: ck.scalar("flipped")? != 0.0,
-            }
-        }
-        None => {
-            let m = estimate_mean(ds, backend, init.scalar, opts.mean_fn, batch, progress)?;
-            let mut ck = Checkpoint::new();
-            volume_entries(&mut ck, "unreg0", &m.halves_unreg[0]);
-            volume_entries(&mut ck, "unreg1", &m.halves_unreg[1]);
-            volume_entries(&mut ck, "reg0", &m.halves_reg[0]);
-            volume_entries(&mut ck, "reg1", &m.halves_reg[1]);
-            volume_entries(&mut ck, "combined", &m.combined);
-            ck.put("fsc", Array::F64(m.fsc.clone()))
-                .put("prior", Array::F64(m.prior.clone()))
-                .put("lhs", Array::F32(m.lhs.clone()))
-                .put_scalar("flipped", if m.flipped { 1.0 } else { 0.0 })
-                .put_scalar("data_sign", ds.data_sign() as f64);
-            ckpts.save(&tag("mean"), &ck)?;
-            m
-        }
-    };
-    let res = fsc_resolutions(&mean.fsc, n, vs);
-    tracing::info!(
-        "pass {pass}: half-map FSC {:.2} Å at 0.5, {:.2} Å at 0.143",
-        res.at_0_5,
-        res.at_0_143
-    );
-
-    // Masks (cheap: always recomputed from the mean).
-    timings.start(&tag("masks"), 0);
-    let halfmaps = (&mean.halves_reg[0].real[..], &mean.halves_reg[1].real[..]);
-    let masks = make_masks(&opts.mask, n, &opts.mask_settings, Some(halfmaps))?;
-    let focus = match &opts.focus_mask {
-        Some(p) => Some(focus_mask(p, n, &opts.mask_settings)?),
-        None => None,
-    };
-
-    // Noise.
-    timings.start(&tag("noise"), ds.len() as u64);
-    let noise = match ckpts.load(&tag("noise")) {
-        Some(ck) => {
-            resumed.push(tag("noise"));
-            NoiseEstimate {
-                used: ck.f64("used")?,
-                outside: ck.f64("outside")?,
-                masked_image_ps: ck.f64("masked_image_ps")?,
-                outside_deconvolved: ck.f64("outside_deconvolved")?,
-                upper_bound: ck.f64("upper_bound")?,
-                white_outside: ck.scalar("white_outside")?,
-                image_ps: ck.f64("image_ps")?,
-            }
-        }
-        None => {
-            let deconvolve = matches!(opts.mask, MaskOption::File(_));
-            let e = estimate_noise(
-                ds,
-                backend,
-                &mean.combined.spectrum,
-                &masks.dilated,
-                opts.noise_model,
-                deconvolve,
-                batch,
-                progress,
-            )?;
-            let mut ck = Checkpoint::new();
-            ck.put("used", Array::F64(e.used.clone()))
-                .put("outside", Array::F64(e.outside.clone()))
-                .put("masked_image_ps", Array::F64(e.masked_image_ps.clone()))
-                .put(
-                    "outside_deconvolved",
-                    Array::F64(e.outside_deconvolved.clone()),
-                )
-                .put("upper_bound", Array::F64(e.upper_bound.clone()))
-                .put_scalar("white_outside", e.white_outside)
-                .put("image_ps", Array::F64(e.image_ps.clone()));
-            ckpts.save(&tag("noise"), &ck)?;
-            e
-        }
-    };
-    if opts.only_mean {
-        let noise_used = noise.used.clone();
-        return Ok(PassResult {
-            mean,
-            masks,
-            focus,
-            noise,
-            noise_used,
-            het: None,
-        });
-    }
-
-    // Variance, with the noise bound from it twice (§2.5), then the final variance.
-    timings.start(&tag("variance"), 3 * ds.len() as u64);
-    let volume_mask = focus.clone().unwrap_or_else(|| masks.mask.clone());
-    let (noise_used, variance, variance_fsc) = match ckpts.load(&tag("variance")) {
-        Some(ck) => {
-            resumed.push(tag("variance"));
-            (ck.f64("noise_used")?, ck.f32("variance")?, ck.f64("fsc")?)
-        }
-        None => {
-            let mut noise_used = noise.used.clone();
-            macro_rules! make_ctx {
-                ($noise:expr) => {
-                    heterogeneity::Context {
-                        ds,
-                        backend,
-                        mean: &mean.combined.spectrum,
-                        noise: $noise,
-                        volume_mask: &volume_mask,
-                        dilated_mask: &masks.dilated,
-                        batch_size: batch,
-                    }
-                };
-            }
-            for _ in 0..2 {
-                let e =
-                    heterogeneity::variance::estimate_variance(&make_ctx!(&noise_used), progress)?;
-                noise_used = heterogeneity::variance::bound_noise_by_variance(&noise_used, &e, n);
-            }
-            let e = heterogeneity::variance::estimate_variance(&make_ctx!(&noise_used), progress)?;
-            let mut ck = Checkpoint::new();
-            ck.put("noise_used", Array::F64(noise_used.clone()))
-                .put("variance", Array::F32(e.variance.clone()))
-                .put("fsc", Array::F64(e.fsc.clone()));
-            ckpts.save(&tag("variance"), &ck)?;
-            (noise_used, e.variance, e.fsc)
-        }
-    };
-    let ctx = heterogeneity::Context {
-        ds,
-        backend,
-        mean: &mean.combined.spectrum,
-        noise: &noise_used,
-        volume_mask: &volume_mask,
-        dilated_mask: &masks.dilated,
-        batch_size: batch,
-    };
-    ctx.validate()?;
-
-    // Covariance columns and principal components: one checkpoint. The columns are the
-    // largest object of the run (300·N³ complex values: 5 GB at N = 128) and only the PCA
-    // reads them, so they are stored only when --keep-intermediate asks for them.
-    let cov = &opts.covariance;
-    let n3 = n * n * n;
-    let per_shell = n / 2 - 1;
-    let stored = ckpts.load(&tag("pca"));
-    let (freqs, column_fscs, columns, pcs) = match stored {
-        Some(ck) => {
-            resumed.push(tag("columns"));
-            resumed.push(tag("pca"));
-            let f = ck.i64("freqs")?;
-            let freqs: Vec<[i32; 3]> = f
-                .chunks_exact(3)
-                .map(|c| [c[0] as i32, c[1] as i32, c[2] as i32])
-                .collect();
-            let fscs = ck
-                .f64("fscs")?
-                .chunks_exact(per_shell)
-                .map(|c| c.to_vec())
-                .collect();
-            let columns = if opts.keep_intermediate {
-                Some(
-                    ck.c32("columns")?
-                        .chunks_exact(n3)
-                        .map(|c| c.to_vec())
-                        .collect(),
-                )
-            } else {
-                None
-            };
-            let pcs = Pcs {
-                vectors: ck
-                    .c32("vectors")?
-                    .chunks_exact(n3)
-                    .map(|c| c.to_vec())
-                    .collect(),
-                values: ck.f64("values")?,
-            };
-            (freqs, fscs, columns, pcs)
-        }
-        None => {
-            timings.start(&tag("columns"), ds.len() as u64);
-            let freqs = heterogeneity::columns::pick_columns(&mean.lhs, &variance, n, cov)?;
-            let cols = heterogeneity::columns::estimate_columns(
-                &ctx,
-                &mean.prior,
-                &freqs,
-                cov,
-                opts.memory_budget,
-                progress,
-            )?;
-            timings.start(&tag("pca"), ds.len() as u64);
-            // The SVD forms its basis in the columns' storage; a copy only when asked for.
-            let columns = opts.keep_intermediate.then(|| cols.columns.clone());
-            let basis = heterogeneity::pca::randomized_svd(
-                &cols.freqs,
-                cols.columns,
-                n,
-                cov.sketch_size,
-                cov.n_pcs,
-                cov.seed,
-            )?;
-            let mut pcs = heterogeneity::pca::projected_covariance(&ctx, basis.vectors, progress)?;
-            if opts.correct_contrast && pass == 0 {
-                pcs =
-                    heterogeneity::pca::knock_out_mean(pcs, &mean.combined.real, &volume_mask, n)?;
-            }
-            // Later stages use at most max(max zdim, 50) components.
-            let keep = pcs
-                .vectors
-                .len()
-                .min(opts.zdims.iter().copied().max().unwrap_or(0).max(50));
-            pcs.truncate(keep);
-            let mut ck = Checkpoint::new();
-            ck.put(
-                "freqs",
-                Array::I64(
-                    cols.freqs
-                        .iter()
-                        .flat_map(|f| f.iter().map(|&v| v as i64))
-                        .collect(),
-                ),
-            )
-            .put(
-                "fscs",
-                Array::F64(cols.fscs.iter().flatten().copied().collect()),
-            )
-            .put(
-                "vectors",
-                Array::C32(pcs.vectors.iter().flatten().copied().collect()),
-            )
-            .put("values", Array::F64(pcs.values.clone()));
-            if let Some(c) = &columns {
-                ck.put("columns", Array::C32(c.iter().flatten().copied().collect()));
-            }
-            ckpts.save(&tag("pca"), &ck)?;
-            (
-                cols.freqs,
-                cols.fscs,
-                columns,
-                Pcs {
-                    vectors: pcs.vectors,
-                    values: pcs.values,
-                },
-            )
-        }
-    };
-    tracing::info!(
-        "pass {pass}: {} principal components; top eigenvalues {:?}",
-        pcs.values.len(),
-        &pcs.values[..pcs.values.len().min(5)]
-    );
-
-    // Embeddings.
-    timings.start(&tag("embedding"), ds.len() as u64);
-    let embeddings = match ckpts.load(&tag("embedding")) {
-        Some(ck) => {
-            resumed.push(tag("embedding"));
-            opts.zdims
-                .iter()
-                .map(|&z| -> Result<ZdimEmbedding> {
-                    Ok(ZdimEmbedding {
-                        zdim: z,
-                        zs: ck.f32(&format!("zs{z}"))?,
-                        precisions: ck.f32(&format!("prec{z}"))?,
-                        contrasts: ck.f32(&format!("contrast{z}"))?,
-                        zs_noreg: ck.f32(&format!("zs_noreg{z}"))?,
-                        precisions_noreg: ck.f32(&format!("prec_noreg{z}"))?,
-                        contrasts_noreg: ck.f32(&format!("contrast_noreg{z}"))?,
-                    })
-                })
-                .collect::<Result<Vec<_>>>()?
-        }
-        None => {
-            let e = heterogeneity::embedding::embed(
-                &ctx,
-                &pcs.vectors,
-                &pcs.values,
-                &opts.zdims,
-                opts.correct_contrast,
-                opts.ignore_zero_frequency,
-                progress,
-            )?;
-            let zipped: Vec<ZdimEmbedding> = e
-                .regularized
-                .into_iter()
-                .zip(e.unregularized)
-                .map(|(r, u)| ZdimEmbedding {
-                    zdim: r.zdim,
-                    zs: r.zs,
-                    precisions: r.precisions,
-                    contrasts: r.contrasts,
-                    zs_noreg: u.zs,
-                    precisions_noreg: u.precisions,
-                    contrasts_noreg: u.contrasts,
-                })
-                .collect();
-            let mut ck = Checkpoint::new();
-            for e in &zipped {
-                let z = e.zdim;
-                ck.put(&format!("zs{z}"), Array::F32(e.zs.clone()))
-                    .put(&format!("prec{z}"), Array::F32(e.precisions.clone()))
-                    .put(&format!("contrast{z}"), Array::F32(e.contrasts.clone()))
-                    .put(&format!("zs_noreg{z}"), Array::F32(e.zs_noreg.clone()))
-                    .put(
-                        &format!("prec_noreg{z}"),
-                        Array::F32(e.precisions_noreg.clone()),
-                    )
-                    .put(
-                        &format!("contrast_noreg{z}"),
-                        Array::F32(e.contrasts_noreg.clone()),
-                    );
-            }
-            ckpts.save(&tag("embedding"), &ck)?;
-            zipped
-        }
-    };
-    Ok(PassResult {
-        mean,
-        masks,
-        focus,
-        noise,
-        noise_used,
-        het: Some(Heterogeneity {
-            variance,
-            variance_fsc,
-            freqs,
-            column_fscs,
-            columns,
-            pcs,
-            embeddings,
-        }),
     })
 }
 

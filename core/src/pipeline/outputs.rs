@@ -74,7 +74,7 @@ fn write_volume(dir: &Path, name: &str, data: &[f32], n: usize, vs: f64) -> Resu
 }
 
 /// Real-space volume of a Fourier eigenvector.
-fn real_space(u: &[Complex<f32>], fft: &Fft3<f32>) -> Vec<f32> {
+pub(super) fn real_space(u: &[Complex<f32>], fft: &Fft3<f32>) -> Vec<f32> {
     fft.inverse_real_vec(u)
 }
 
