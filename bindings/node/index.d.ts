@@ -88,8 +88,8 @@ export interface KernelOptions {
   bfactor?: number;
   /** Local windows have radius boxSize / maskradFraction voxels, default 20. */
   maskradFraction?: number;
-  /** Working memory for image batches, in bytes (never changes results), default 2e9. */
-  memoryBudget?: number;
+  /** Images per batch (memory only, never the results); default: as many as 2 GB holds, at most 2048. */
+  batchSize?: number;
   onProgress?: ProgressCallback;
 }
 
@@ -97,8 +97,12 @@ export interface KernelOptions {
 export interface EmbeddingKernelOptions extends KernelOptions {
   /** Per-row zdim × zdim precision matrices (rows × zdim²); identity when absent. */
   precisions?: Float32Array;
-  /** Noise model estimated from the images: "radial" (default) or "white". */
-  noiseModel?: 'radial' | 'white';
+}
+
+/** Options of Model#generate. */
+export interface GenerateOptions extends KernelOptions {
+  /** Use the regularized embedding (default true). */
+  regularized?: boolean;
 }
 
 /** Which map of a generated volume. */
@@ -125,6 +129,82 @@ export declare class Volume {
   get localResolution(): Float32Array;
   /** Write one map as a float32 MRC file (atomically). */
   writeMrc(kind: VolumeKind, path: string): void;
+}
+
+/** A pipeline stage; "all" runs every stage not yet run. */
+export type Stage = 'mean' | 'noise' | 'covariance' | 'embedding' | 'all';
+
+/** Options of Model.create (the `recovar pipeline` flags that change results). */
+export interface ModelOptions {
+  /** Latent dimensions of the embeddings, default [1, 2, 4, 10, 20]. */
+  zdims?: number[];
+  /** Solvent mask: "from_halfmaps" (default), "sphere", "none", or the path of a mask .mrc. */
+  mask?: string;
+  /** A focus mask .mrc. */
+  focusMask?: string;
+  /** Noise model, default "radial". */
+  noiseModel?: 'radial' | 'white';
+  /** Estimate per-image contrast (and redo the stages with it), default false. */
+  correctContrast?: boolean;
+  /** Ignore the zero frequency in the embedding, default false. */
+  ignoreZeroFrequency?: boolean;
+  /** "normal" (default: 300 columns, 200 PCs), "low" or "veryLow". */
+  memoryOption?: 'normal' | 'low' | 'veryLow';
+  /** Per-image tight masks in the covariance, default true. */
+  useImageMask?: boolean;
+  /** Working memory for image batches in bytes (never changes results), default 2e9. */
+  memoryBudget?: number;
+  /** Seed of random choices, default 0. */
+  seed?: number;
+}
+
+/** An embedding of a model: rows × zdim coordinates, rows × zdim² precisions, rows contrasts. */
+export interface ModelEmbedding {
+  zdim: number;
+  rows: number;
+  zs: Float32Array;
+  precisions: Float32Array;
+  contrasts: Float32Array;
+}
+
+/** The pipeline state of one dataset. Long operations return Promises and run on worker
+ * threads; while a stage runs, the synchronous queries throw "the model is busy". */
+export declare class Model {
+  private constructor();
+  /** A model of `dataset` (copied; it needs poses and CTF) with no stage run yet. */
+  static create(dataset: Dataset, options?: ModelOptions): Model;
+  /** Load the output folder of `recovar pipeline` or of Model#save. */
+  static load(dir: string): Promise<Model>;
+  /** Run a stage and the earlier ones it needs (a stage already done is not rerun). */
+  runStage(stage: Stage, onProgress?: ProgressCallback): Promise<void>;
+  /** Whether a stage's results are there ("all": every stage's). */
+  stageDone(stage: Stage): boolean;
+  /** Stop every operation of this model started before the call; each rejects with code "Cancelled". */
+  cancel(): void;
+  /** Write the pipeline's output layout to `dir` (after the mean and noise stages at least). */
+  save(dir: string, onProgress?: ProgressCallback): Promise<void>;
+  /** Image side in pixels. */
+  get boxSize(): number;
+  /** Pixel size in Å. */
+  get voxelSize(): number;
+  /** Number of images. */
+  get count(): number;
+  /** The mean volume, boxSize³ (stage "mean"). */
+  mean(): Float32Array;
+  /** Radial noise variance, boxSize/2 − 1 shells (stage "noise"). */
+  noise(): Float64Array;
+  /** Eigenvalues of the covariance, largest first (stage "covariance"). */
+  eigenvalues(): Float64Array;
+  /** Eigenvolume k (0-based), boxSize³, real space. */
+  eigenvolume(k: number): Float32Array;
+  /** Σ_{k < nComponents} λ_k u_k², boxSize³. */
+  varianceMap(nComponents: number): Float32Array;
+  /** The latent dimensions embedded. */
+  zdims(): number[];
+  /** The embedding of dimension zdim in dataset order (regularized by default; stage "embedding"). */
+  embedding(zdim: number, regularized?: boolean): ModelEmbedding;
+  /** The volume at `point` of the zdim embedding, by kernel regression. */
+  generate(zdim: number, point: Float32Array | number[], options?: GenerateOptions): Promise<Volume>;
 }
 
 /** Kernel regression on an external embedding (e.g. cryoDRGN's z.pkl), without a pipeline

@@ -1,6 +1,6 @@
 //! `Dataset`: particle images + poses + CTF, opened from files or made from typed arrays.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use napi::bindgen_prelude::{Either, Float32Array, Float64Array};
 use napi_derive::napi;
@@ -54,27 +54,33 @@ pub struct ArrayData {
     pub seed: Option<f64>,
 }
 
-/// An opened dataset. Its images are read lazily from disk (unless `preload`), so a
-/// `Dataset` is cheap to hold; every operation that uses it makes its own copy of the
-/// handle state, so one dataset may serve several operations at once.
+/// An opened dataset. Its images are read lazily from disk (unless `preload`). It is never
+/// changed after opening: every operation works on its own copy (a cheap one: the images
+/// are shared), so one dataset may serve several operations at once.
 #[napi]
 pub struct Dataset {
-    pub(crate) inner: Arc<Mutex<CoreDataset>>,
-    len: usize,
-    box_size: usize,
-    voxel_size: f64,
-    total_in_file: usize,
+    inner: Arc<CoreDataset>,
+    /// How it was opened from files (a model records it so that a saved model reopens
+    /// its particles); None for arrays.
+    source: Option<DatasetOptions>,
 }
 
 impl Dataset {
-    pub(crate) fn wrap(ds: CoreDataset) -> Self {
+    fn wrap(ds: CoreDataset, source: Option<DatasetOptions>) -> Self {
         Dataset {
-            len: ds.len(),
-            box_size: ds.box_size(),
-            voxel_size: ds.voxel_size(),
-            total_in_file: ds.total_in_file(),
-            inner: Arc::new(Mutex::new(ds)),
+            inner: Arc::new(ds),
+            source,
         }
+    }
+
+    /// The dataset, shared.
+    pub(crate) fn shared(&self) -> Arc<CoreDataset> {
+        self.inner.clone()
+    }
+
+    /// A copy of the dataset and how it was opened.
+    pub(crate) fn snapshot(&self) -> (CoreDataset, Option<DatasetOptions>) {
+        ((*self.inner).clone(), self.source.clone())
     }
 }
 
@@ -132,9 +138,8 @@ impl Dataset {
                 require_ctf: options.require_ctf.unwrap_or(false),
                 preload: options.preload.unwrap_or(false),
             };
-            CoreDataset::open(&opts)
-                .map(Dataset::wrap)
-                .map_err(js_error)
+            let ds = CoreDataset::open(&opts).map_err(js_error)?;
+            Ok(Dataset::wrap(ds, Some(opts)))
         })
     }
 
@@ -161,7 +166,7 @@ impl Dataset {
                 &ctf,
                 seed(data.seed)?,
             )
-            .map(Dataset::wrap)
+            .map(|ds| Dataset::wrap(ds, None))
             .map_err(js_error)
         })
     }
@@ -169,24 +174,24 @@ impl Dataset {
     /// Number of images (after `ind` and `nImages`).
     #[napi(getter)]
     pub fn count(&self) -> f64 {
-        self.len as f64
+        self.inner.len() as f64
     }
 
     /// Image side in pixels.
     #[napi(getter)]
     pub fn box_size(&self) -> f64 {
-        self.box_size as f64
+        self.inner.box_size() as f64
     }
 
     /// Pixel size in Å.
     #[napi(getter)]
     pub fn voxel_size(&self) -> f64 {
-        self.voxel_size
+        self.inner.voxel_size()
     }
 
     /// Number of particles in the file before selection (`count` for arrays).
     #[napi(getter)]
     pub fn total_in_file(&self) -> f64 {
-        self.total_in_file as f64
+        self.inner.total_in_file() as f64
     }
 }

@@ -9,9 +9,8 @@ use napi::{Env, Task};
 use napi_derive::napi;
 use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::Dataset as CoreDataset;
-use recovar_core::generate::{generate_volume, KernelOptions, Latent};
-use recovar_core::pipeline::load::estimate_noise_profile;
-use recovar_core::reconstruct::noise::NoiseModel;
+use recovar_core::generate::KernelOptions;
+use recovar_core::pipeline::model::generate_from_embedding as core_generate_from_embedding;
 
 use crate::convert::{check_len, count, guard, invalid, js_error, point};
 use crate::dataset::Dataset;
@@ -31,14 +30,12 @@ pub struct KernelOpts<'a> {
     pub bfactor: Option<f64>,
     /// Local windows have radius boxSize / maskradFraction voxels, default 20.
     pub maskrad_fraction: Option<f64>,
-    /// Working memory for image batches in bytes (changes batch sizes, never results);
-    /// default 2e9.
-    pub memory_budget: Option<f64>,
+    /// Images per batch (memory only, never the results); automatic when absent: as many
+    /// as 2 GB of working memory holds, at most 2048.
+    pub batch_size: Option<f64>,
     /// `generateFromEmbedding` only: per-image `zdim × zdim` precision matrices
     /// (`rows × zdim²`); identity when absent.
     pub precisions: Option<Float32Array>,
-    /// `generateFromEmbedding` only: "radial" (default) or "white" noise model.
-    pub noise_model: Option<String>,
     /// `Model#generate` only: use the regularized embedding (default true).
     pub regularized: Option<bool>,
     /// Called as `(stage, done, total)` while the volume is generated; returning `false`
@@ -70,15 +67,14 @@ pub fn kernel_options(
     if !(maskrad_fraction.is_finite() && maskrad_fraction > 0.0) {
         return Err(invalid("maskradFraction must be a positive number"));
     }
-    let budget = o.memory_budget.unwrap_or(2e9);
-    if !(budget.is_finite() && budget > 0.0) {
-        return Err(invalid("memoryBudget must be a positive number of bytes"));
-    }
-    // The CLI's batch rule (kernel_args.rs, Dataset::batch_size_for_budget): 48 bytes of
-    // working memory per pixel, at most 2048 images.
-    let per_image = (box_size * box_size * 48).max(1);
-    let batch_size =
-        ((budget as u64 / per_image as u64) as usize).clamp(1, n_images.clamp(1, 2048));
+    let batch_size = match o.batch_size {
+        Some(v) => count("batchSize", v, 1)?,
+        // The C ABI's and the CLI's rule (kernel_args.rs): 48 bytes of working memory per
+        // pixel in 2 GB, at least 1, at most the dataset and 2048.
+        None => {
+            (2_000_000_000 / (box_size * box_size * 48).max(1)).clamp(1, n_images.clamp(1, 2048))
+        }
+    };
     Ok(KernelOptions {
         n_bins,
         maskrad_fraction,
@@ -89,66 +85,13 @@ pub fn kernel_options(
 }
 
 pub struct GenerateFromEmbedding {
-    dataset: Arc<std::sync::Mutex<CoreDataset>>,
+    dataset: Arc<CoreDataset>,
     zs: Vec<f32>,
-    rows: usize,
     zdim: usize,
     precisions: Vec<f32>,
     point: Vec<f32>,
-    noise_model: NoiseModel,
     kernel: KernelOptions,
     progress: JsProgress,
-}
-
-impl GenerateFromEmbedding {
-    fn run(&mut self) -> napi::Result<Volume> {
-        let mut ds = self
-            .dataset
-            .lock()
-            .map_err(|_| invalid("the dataset is unusable after an internal error"))?;
-        // Rows are the images in use, or every particle of the file (then picked by index).
-        let per_image = |v: &[f32], width: usize| -> Vec<f32> {
-            if self.rows == ds.len() {
-                v.to_vec()
-            } else {
-                ds.original_indices()
-                    .iter()
-                    .flat_map(|&o| v[o * width..(o + 1) * width].iter().copied())
-                    .collect()
-            }
-        };
-        let zs = per_image(&self.zs, self.zdim);
-        let precisions = if self.precisions.is_empty() {
-            Vec::new()
-        } else {
-            per_image(&self.precisions, self.zdim * self.zdim)
-        };
-        let backend = CpuBackend::new();
-        let noise = estimate_noise_profile(
-            &mut ds,
-            &backend,
-            self.noise_model,
-            self.kernel.batch_size,
-            &self.progress,
-        )
-        .map_err(js_error)?;
-        let latent = Latent {
-            zdim: self.zdim,
-            zs: &zs,
-            precisions: &precisions,
-        };
-        generate_volume(
-            &ds,
-            &backend,
-            &noise,
-            latent,
-            &self.point,
-            &self.kernel,
-            &self.progress,
-        )
-        .map(Volume::from)
-        .map_err(js_error)
-    }
 }
 
 impl Task for GenerateFromEmbedding {
@@ -156,7 +99,20 @@ impl Task for GenerateFromEmbedding {
     type JsValue = Volume;
 
     fn compute(&mut self) -> napi::Result<Volume> {
-        guard(|| self.run())
+        guard(|| {
+            core_generate_from_embedding(
+                &self.dataset,
+                &self.zs,
+                self.zdim,
+                &self.precisions,
+                &self.point,
+                &self.kernel,
+                &CpuBackend::new(),
+                &self.progress,
+            )
+            .map(Volume::from)
+            .map_err(js_error)
+        })
     }
 
     fn resolve(&mut self, _env: Env, output: Volume) -> napi::Result<Volume> {
@@ -181,7 +137,7 @@ pub fn generate_from_embedding(
         if let Some(i) = point.iter().position(|v| !v.is_finite()) {
             return Err(invalid(format!("point[{i}] is not a finite number")));
         }
-        if zs.len() % zdim != 0 {
+        if !zs.len().is_multiple_of(zdim) {
             return Err(invalid(format!(
                 "zs has {} values, not a multiple of zdim = {zdim}",
                 zs.len()
@@ -214,22 +170,16 @@ pub fn generate_from_embedding(
             }
             None => Vec::new(),
         };
-        let noise_model = match opts.noise_model.as_deref() {
-            None => NoiseModel::Radial,
-            Some(s) => s.parse::<NoiseModel>().map_err(js_error)?,
-        };
         // Not from the locked dataset: another operation may hold it for minutes, and the
         // main thread must never wait.
         let kernel = kernel_options(&opts, n, dataset.box_size() as usize)?;
         let progress = JsProgress::new(opts.on_progress, Arc::new(AtomicBool::new(false)))?;
         Ok(AsyncTask::new(GenerateFromEmbedding {
-            dataset: dataset.inner.clone(),
+            dataset: dataset.shared(),
             zs: zs.to_vec(),
-            rows,
             zdim,
             precisions,
             point,
-            noise_model,
             kernel,
             progress,
         }))

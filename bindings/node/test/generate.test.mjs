@@ -124,7 +124,7 @@ test('generateFromEmbedding checks its arguments', async () => {
   assert.throws(() => call(zs, 0, []), /zdim must be a whole number >= 1/);
   assert.throws(() => call(zs, zdim, [NaN, 0, 0]), /point\[0\] is not a finite number/);
   assert.throws(() => call(zs, zdim, oneHot(0), { precisions: new Float32Array(5) }), /precisions has 5 values, expected 3600/);
-  assert.throws(() => call(zs, zdim, oneHot(0), { noiseModel: 'pink' }), /radial or white/);
+  assert.throws(() => call(zs, zdim, oneHot(0), { regularized: false }), /regularized is an option of Model#generate/);
   assert.throws(() => call(zs, zdim, oneHot(0), { nBins: 0 }), /nBins/);
   const bad = zs.slice();
   bad[7] = Infinity;
