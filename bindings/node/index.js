@@ -12,4 +12,15 @@ if (!fs.existsSync(addon)) {
       '(it needs a Rust toolchain: cargo build --release -p recovar-node)',
   );
 }
-module.exports = require(addon);
+const native = require(addon);
+
+// Assigned one by one (not `module.exports = native`) so that Node can see the names of
+// this CommonJS module statically: `import { Dataset } from 'recovar'` works from ES
+// modules. test/api.test.mjs checks this list against the addon and index.d.ts.
+exports.version = native.version;
+exports.Dataset = native.Dataset;
+exports.Model = native.Model;
+exports.Volume = native.Volume;
+exports.generateFromEmbedding = native.generateFromEmbedding;
+exports.readEmbedding = native.readEmbedding;
+exports.writeMrc = native.writeMrc;

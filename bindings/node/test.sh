@@ -5,11 +5,18 @@
 # Needs node >= 18 on PATH; no npm packages. Honours CARGO_TARGET_DIR; extra arguments go
 # to cargo (e.g. --locked).
 set -euo pipefail
+if ! node -e 'process.exit(+process.versions.node.split(".")[0] >= 18 ? 0 : 1)' 2> /dev/null; then
+  echo "bindings/node/test.sh: needs node >= 18 on PATH (found: $(node --version 2> /dev/null || echo none))" >&2
+  exit 1
+fi
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 
-(cd "$root" && cargo build --release -p recovar-core --bin recovar "$@")
+# One cargo invocation for the CLI and the addon: built separately, recovar-core's
+# dependencies would resolve to different feature sets (napi's are not unified in) and
+# recovar-core would be compiled twice. build.sh then only copies the addon.
+(cd "$root" && cargo build --release -p recovar-node -p recovar-core --lib --bin recovar "$@")
 "$here/build.sh" "$@"
 
 tmp="$(mktemp -d)"

@@ -112,16 +112,14 @@ fn model_options(o: ModelOpts) -> napi::Result<ModelOptions> {
 
 /// A stage name: "mean", "noise", "covariance", "embedding", or "all" (None).
 fn stage(s: &str) -> napi::Result<Option<Stage>> {
-    Ok(Some(match s {
-        "mean" => Stage::Mean,
-        "noise" => Stage::Noise,
-        "covariance" => Stage::Covariance,
-        "embedding" => Stage::Embedding,
-        "all" => return Ok(None),
-        _ => return Err(invalid(format!(
-            "stage \"{s}\": expected \"mean\", \"noise\", \"covariance\", \"embedding\" or \"all\""
-        ))),
-    }))
+    if s == "all" {
+        return Ok(None);
+    }
+    s.parse::<Stage>().map(Some).map_err(|_| {
+        invalid(format!(
+            "stage \"{s}\": expected mean, noise, covariance, embedding or all"
+        ))
+    })
 }
 
 type Shared = Arc<RwLock<CoreModel>>;

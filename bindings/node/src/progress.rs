@@ -85,10 +85,14 @@ impl Progress for JsProgress {
                     ThreadsafeFunctionCallMode::NonBlocking,
                     move |ret, _env| {
                         // A callback that throws, or returns exactly `false`, cancels.
+                        // Nothing here may fail: an Err returned from this closure would
+                        // be raised as an uncaught exception in the process.
                         let stop = match ret {
                             Err(_) => true,
                             Ok(v) => {
-                                v.get_type()? == ValueType::Boolean && !unsafe { v.cast::<bool>() }?
+                                matches!(v.get_type(), Ok(ValueType::Boolean))
+                                    // SAFETY: the value was just checked to be a boolean.
+                                    && matches!(unsafe { v.cast::<bool>() }, Ok(false))
                             }
                         };
                         if stop {

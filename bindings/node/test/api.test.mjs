@@ -6,6 +6,9 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { createRequire } from 'node:module';
+
+import * as named from '../index.js';
 import { recovar } from './helpers.mjs';
 
 const dts = fs.readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'index.d.ts'), 'utf8');
@@ -27,11 +30,16 @@ function declared() {
   return { functions: functions.sort(), classes };
 }
 
-test('index.d.ts declares exactly the exports', () => {
+test('index.d.ts declares exactly the exports, and index.js passes them all on', () => {
   const d = declared();
   const exported = Object.keys(recovar).sort();
   assert.deepEqual(exported, [...d.functions, ...Object.keys(d.classes)].sort());
   for (const f of d.functions) assert.equal(typeof recovar[f], 'function', f);
+  const addon = process.env.RECOVAR_NODE_ADDON || new URL('../recovar.node', import.meta.url).pathname;
+  const native = createRequire(import.meta.url)(addon);
+  assert.deepEqual(Object.keys(native).sort(), exported);
+  // ES modules see the names too (import { Dataset } from 'recovar').
+  assert.deepEqual(Object.keys(named).filter((k) => k !== 'default').sort(), exported);
 });
 
 test('index.d.ts declares exactly the members of each class', () => {
