@@ -282,4 +282,37 @@ fn c_pipeline_matches_the_rust_api_without_leaks() {
     same_f32("generated_locres.f32", &v.local_resolution);
     let mrc = recovar_core::io::mrc::read_volume(out.join("generated.mrc")).unwrap();
     assert_eq!(mrc.data, v.filtered);
+
+    // examples/c/pipeline.c on the same data: its volume is the Rust API's at its point.
+    let ex = dir.path().join("example");
+    compile("cc", "-std=c11", &root().join("examples/c/pipeline.c"), &ex);
+    let vol_path = dir.path().join("example.mrc");
+    let (ok, text) = run(
+        &ex,
+        &[
+            &data.join("particles.32.mrcs"),
+            &vol_path,
+            &data.join("poses.pkl"),
+            &data.join("ctf.pkl"),
+        ],
+    );
+    assert!(ok, "examples/c/pipeline.c: {text}");
+    let half = model.n_images() / 2;
+    let mut point = [0.0f32; 2];
+    for row in e.zs.chunks_exact(2).take(half) {
+        point[0] += row[0] / half as f32;
+        point[1] += row[1] / half as f32;
+    }
+    let v = model
+        .generate(
+            2,
+            true,
+            &point,
+            &KernelOptions::default(),
+            &cpu,
+            &NoProgress,
+        )
+        .unwrap();
+    let got = recovar_core::io::mrc::read_volume(&vol_path).unwrap();
+    assert_eq!(got.data, v.filtered, "examples/c/pipeline.c: {text}");
 }
