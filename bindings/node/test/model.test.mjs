@@ -15,7 +15,7 @@ const timings = {};
 
 before(async () => {
   dataset = Dataset.open(openOptions());
-  model = Model.create(dataset, { zdims: [1, 2] });
+  model = Model.create(dataset, { zdims: [1, 2], memoryOption: 'low' });
   for (const stage of ['mean', 'noise', 'covariance', 'embedding']) {
     const t0 = performance.now();
     await model.runStage(stage);
