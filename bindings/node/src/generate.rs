@@ -1,0 +1,187 @@
+//! `generateFromEmbedding`: kernel regression on an external embedding (e.g. cryoDRGN's
+//! z.pkl) without a pipeline run, as `recovar generate_from_embedding` does.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{AsyncTask, Either, Float32Array};
+use napi::{Env, Task};
+use napi_derive::napi;
+use recovar_core::backend::CpuBackend;
+use recovar_core::dataset::Dataset as CoreDataset;
+use recovar_core::generate::KernelOptions;
+use recovar_core::pipeline::model::generate_from_embedding as core_generate_from_embedding;
+
+use crate::convert::{check_len, count, guard, invalid, js_error, point};
+use crate::dataset::Dataset;
+use crate::progress::{JsProgress, ProgressFn};
+use crate::volume::Volume;
+
+/// Kernel-regression options (the C ABI's `rcv_kernel_options`, the CLI's flags), for
+/// `generateFromEmbedding` and `Model#generate`.
+#[napi(object, object_to_js = false)]
+#[derive(Default)]
+pub struct KernelOpts<'a> {
+    /// Bins (candidate neighbourhood sizes), default 50.
+    pub n_bins: Option<f64>,
+    /// Images in the smallest neighbourhood, default 100.
+    pub n_min_images: Option<f64>,
+    /// B-factor for sharpening the filtered map (Å²), default 0.
+    pub bfactor: Option<f64>,
+    /// Local windows have radius boxSize / maskradFraction voxels, default 20.
+    pub maskrad_fraction: Option<f64>,
+    /// Images per batch (memory only, never the results); automatic when absent: as many
+    /// as 2 GB of working memory holds, at most 2048.
+    pub batch_size: Option<f64>,
+    /// `generateFromEmbedding` only: per-image `zdim × zdim` precision matrices
+    /// (`rows × zdim²`); identity when absent.
+    pub precisions: Option<Float32Array>,
+    /// `Model#generate` only: use the regularized embedding (default true).
+    pub regularized: Option<bool>,
+    /// Called as `(stage, done, total)` while the volume is generated; returning `false`
+    /// (or throwing) cancels.
+    pub on_progress: Option<ProgressFn<'a>>,
+}
+
+/// Kernel options from the JavaScript object, with the CLI's defaults.
+/// `n_images` and `box_size` are the dataset's (they size the batches).
+pub fn kernel_options(
+    o: &KernelOpts<'_>,
+    n_images: usize,
+    box_size: usize,
+) -> napi::Result<KernelOptions> {
+    let d = KernelOptions::default();
+    let n_bins = match o.n_bins {
+        Some(v) => count("nBins", v, 1)?,
+        None => d.n_bins,
+    };
+    let n_min_images = match o.n_min_images {
+        Some(v) => count("nMinImages", v, 1)?,
+        None => d.n_min_images,
+    };
+    let bfactor = o.bfactor.unwrap_or(d.bfactor);
+    if !bfactor.is_finite() {
+        return Err(invalid("bfactor must be a finite number"));
+    }
+    let maskrad_fraction = o.maskrad_fraction.unwrap_or(d.maskrad_fraction);
+    if !(maskrad_fraction.is_finite() && maskrad_fraction > 0.0) {
+        return Err(invalid("maskradFraction must be a positive number"));
+    }
+    let batch_size = match o.batch_size {
+        Some(v) => count("batchSize", v, 1)?,
+        // The C ABI's and the CLI's rule (kernel_args.rs): 48 bytes of working memory per
+        // pixel in 2 GB, at least 1, at most the dataset and 2048.
+        None => {
+            (2_000_000_000 / (box_size * box_size * 48).max(1)).clamp(1, n_images.clamp(1, 2048))
+        }
+    };
+    Ok(KernelOptions {
+        n_bins,
+        maskrad_fraction,
+        n_min_images,
+        bfactor,
+        batch_size,
+    })
+}
+
+pub struct GenerateFromEmbedding {
+    dataset: Arc<CoreDataset>,
+    zs: Vec<f32>,
+    zdim: usize,
+    precisions: Vec<f32>,
+    point: Vec<f32>,
+    kernel: KernelOptions,
+    progress: JsProgress,
+}
+
+impl Task for GenerateFromEmbedding {
+    type Output = Volume;
+    type JsValue = Volume;
+
+    fn compute(&mut self) -> napi::Result<Volume> {
+        guard(|| {
+            core_generate_from_embedding(
+                &self.dataset,
+                &self.zs,
+                self.zdim,
+                &self.precisions,
+                &self.point,
+                &self.kernel,
+                &CpuBackend::new(),
+                &self.progress,
+            )
+            .map(Volume::from)
+            .map_err(js_error)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Volume) -> napi::Result<Volume> {
+        Ok(output)
+    }
+}
+
+/// Generate the volume at `point` from an external embedding `zs` (`rows × zdim`, one row
+/// per dataset image or per particle of the file). Resolves to a `Volume`.
+#[napi(ts_return_type = "Promise<Volume>")]
+pub fn generate_from_embedding(
+    dataset: &Dataset,
+    zs: Float32Array,
+    zdim: f64,
+    at: Either<Float32Array, Vec<f64>>,
+    options: Option<KernelOpts<'_>>,
+) -> napi::Result<AsyncTask<GenerateFromEmbedding>> {
+    guard(|| {
+        let zdim = count("zdim", zdim, 1)?;
+        let point = point(at);
+        check_len("point", point.len(), zdim, "zdim")?;
+        if let Some(i) = point.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(format!("point[{i}] is not a finite number")));
+        }
+        if !zs.len().is_multiple_of(zdim) {
+            return Err(invalid(format!(
+                "zs has {} values, not a multiple of zdim = {zdim}",
+                zs.len()
+            )));
+        }
+        let rows = zs.len() / zdim;
+        let (n, total) = (dataset.count() as usize, dataset.total_in_file() as usize);
+        if rows != n && rows != total {
+            return Err(invalid(format!(
+                "zs has {rows} rows of {zdim}, but the dataset has {n} images ({total} particles \
+                 in the file): give one row per image or one per particle"
+            )));
+        }
+        if let Some(i) = zs.iter().position(|v| !v.is_finite()) {
+            return Err(invalid(format!(
+                "zs[{i}] (row {}) is not a finite number",
+                i / zdim
+            )));
+        }
+        let opts = options.unwrap_or_default();
+        if opts.regularized.is_some() {
+            return Err(invalid(
+                "regularized is an option of Model#generate; an external embedding is used as given",
+            ));
+        }
+        let precisions = match &opts.precisions {
+            Some(p) => {
+                check_len("precisions", p.len(), rows * zdim * zdim, "rows × zdim²")?;
+                p.to_vec()
+            }
+            None => Vec::new(),
+        };
+        // Not from the locked dataset: another operation may hold it for minutes, and the
+        // main thread must never wait.
+        let kernel = kernel_options(&opts, n, dataset.box_size() as usize)?;
+        let progress = JsProgress::new(opts.on_progress, Arc::new(AtomicBool::new(false)))?;
+        Ok(AsyncTask::new(GenerateFromEmbedding {
+            dataset: dataset.shared(),
+            zs: zs.to_vec(),
+            zdim,
+            precisions,
+            point,
+            kernel,
+            progress,
+        }))
+    })
+}
