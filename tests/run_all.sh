@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Every test of the project, as CI runs it (.ci/run calls this script).
-# Needs: the Rust toolchain, a C and C++ compiler (cc, c++), and ../shared next to the
-# repository root. Python is optional: tests that compare with numpy/mrcfile/starfile run
-# when RECOVAR_TEST_PYTHON (or python3) can import them, and print "skipped: ..." otherwise.
+# Needs: the Rust toolchain (with the wasm32-unknown-unknown target), a C and C++ compiler
+# (cc, c++), node >= 18, and ../shared next to the repository root. cmake (for the C++
+# package test) and wasm-bindgen-cli 0.2.130 (for the wasm binding) are installed when
+# missing. Python is optional: tests that compare with numpy/mrcfile/starfile run when
+# RECOVAR_TEST_PYTHON (or python3) can import them, and print "skipped: ..." otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+echo "== tools: cmake"
+tests/tools/ensure_cmake.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -18,7 +23,18 @@ cargo test --workspace --locked
 echo "== Rust examples run"
 tmp=$(mktemp -d)
 cargo run --quiet -p recovar-core --example render_phantom -- "$tmp" 32 > /dev/null
+cargo run --quiet -p recovar-core --bin recovar -- make_test_dataset "$tmp" --image-size 32 \
+  --n-images 400 --discrete-only > /dev/null
+cargo run --quiet -p recovar-core --example model_pipeline -- \
+  "$tmp/test_dataset/particles.star" "$tmp/volume.mrc" 2> /dev/null
+test -s "$tmp/volume.mrc"
 rm -rf "$tmp"
+
+echo "== Node binding (napi-rs addon, node --test, examples/node)"
+bindings/node/test.sh --locked
+
+echo "== wasm binding (wasm32-unknown-unknown, wasm-bindgen, node --test)"
+bindings/wasm/test.sh
 
 echo "== fuzz targets compile"
 cargo check --manifest-path fuzz/Cargo.toml --bins
