@@ -302,6 +302,13 @@ impl Simulation {
             .collect()
     }
 
+    /// The simulated noise power per shell (`round(|k|)`, 0 to the corner), on the
+    /// unnormalized-DFT scale of `Dataset.noiseProfile`.
+    #[wasm_bindgen(getter = noiseProfile)]
+    pub fn noise_profile(&self) -> Vec<f64> {
+        self.inner.sim.noise_profile().to_vec()
+    }
+
     /// Ground-truth volume (`D³`, image units) of `state` at hinge `latent` (default 0).
     pub fn volume(&self, state: f64, latent: Option<f64>) -> Result<Vec<f32>, JsError> {
         Ok(self.inner.volume(state, latent.unwrap_or(0.0))?)

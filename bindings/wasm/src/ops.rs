@@ -98,7 +98,7 @@ fn js_number(v: f64) -> String {
 
 /// `len / per` when `len` is a non-zero multiple of `per`.
 fn count_of(name: &str, len: usize, per: usize, unit: &str) -> Result<usize> {
-    if len == 0 || len % per != 0 {
+    if len == 0 || !len.is_multiple_of(per) {
         return Err(invalid(format!(
             "{name} has {len} values: expected a non-zero multiple of {per} ({unit})"
         )));
@@ -203,7 +203,7 @@ pub fn project(
     interp: Interp,
 ) -> Result<Vec<f32>> {
     let n = cube_side("volume", volume.len())?;
-    if n % 2 != 0 {
+    if !n.is_multiple_of(2) {
         return Err(invalid(format!("volume side {n} must be even")));
     }
     check_finite("volume", volume)?;
@@ -518,7 +518,7 @@ const MAX_SIMULATED_VALUES: usize = 1 << 27;
 /// Simulate a dataset (single-particle images, no tilt series).
 pub fn simulate(s: &SimulationSettings) -> Result<Simulation> {
     let d = whole("options.imageSize", s.image_size, 16, 256)?;
-    if d % 2 != 0 {
+    if !d.is_multiple_of(2) {
         return Err(invalid(format!("options.imageSize = {d}: must be even")));
     }
     if !(s.noise_level.is_finite() && s.noise_level >= 0.0) {
