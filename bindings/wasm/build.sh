@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build the wasm module and its JS glue for Node: bindings/wasm/pkg/recovar_wasm.{js,wasm,d.ts}.
-#   bindings/wasm/build.sh            # --target nodejs (what the tests load)
-#   WASM_BINDGEN_TARGET=web bindings/wasm/build.sh   # ES module for browsers
+# Build the wasm module and its JS glue:
+#   bindings/wasm/pkg/      wasm-bindgen --target nodejs (CommonJS; what the Node tests load)
+#   bindings/wasm/pkg-web/  wasm-bindgen --target web (ES module with init(); the browser demo)
 # Needs the wasm32-unknown-unknown target and wasm-bindgen-cli at exactly the version of the
 # `wasm-bindgen` crate (the two must match); both are installed here when missing.
 set -euo pipefail
@@ -34,7 +34,11 @@ fi
 
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 cargo build --release --locked --target wasm32-unknown-unknown -p recovar-wasm
-rm -rf "$here/pkg"
-"$bindgen" --target "${WASM_BINDGEN_TARGET:-nodejs}" --out-dir "$here/pkg" \
-    "$target_dir/wasm32-unknown-unknown/release/recovar_wasm.wasm"
-echo "built $here/pkg ($(du -k "$here/pkg/recovar_wasm_bg.wasm" | cut -f1) KiB wasm)"
+wasm="$target_dir/wasm32-unknown-unknown/release/recovar_wasm.wasm"
+for t in nodejs web; do
+    out="$here/pkg"
+    [ "$t" = nodejs ] || out="$here/pkg-$t"
+    rm -rf "$out"
+    "$bindgen" --target "$t" --out-dir "$out" "$wasm"
+done
+echo "built $here/pkg and $here/pkg-web ($(du -k "$here/pkg/recovar_wasm_bg.wasm" | cut -f1) KiB wasm)"

@@ -26,9 +26,17 @@ use recovar_core::simulate::{SimulationOptions, Simulator};
 
 use num_complex::Complex;
 
-/// Largest image side accepted (the core's slicing limit; also keeps buffers far below
-/// wasm32's 4 GiB address space at the sizes a browser can handle).
+/// Largest image or volume side accepted by the CTF, FSC and dataset calls.
 pub const MAX_IMAGE_SIZE: usize = 1024;
+
+/// Limits that keep the big work arrays inside wasm32's 4 GiB of memory (running out
+/// aborts the module instead of throwing), for the same box sizes natively:
+/// the Fourier volume a projection slices (`(s·N)³` complex f32: 1 GiB at 512),
+/// kernel regression's 2N-grid accumulators (about `384·N³` bytes: 0.8 GB at 128), and
+/// the simulator's three 2D-grid body spectra (`3·(2D)³` complex f32: 0.4 GB at 128).
+pub const MAX_FOURIER_SIDE: usize = 512;
+pub const MAX_KERNEL_SIZE: usize = 128;
+pub const MAX_SIMULATED_SIZE: usize = 128;
 
 /// Working memory for image batches in kernel regression and noise estimation. The CLI
 /// uses 2 GB; wasm32 has at most 4 GiB in all, so the binding uses less. Batch sizes
@@ -214,6 +222,12 @@ pub fn project(
         )));
     }
     let nv = oversampling * n;
+    if nv > MAX_FOURIER_SIDE {
+        return Err(invalid(format!(
+            "volume side {n} × oversampling {oversampling} = {nv}: at most {MAX_FOURIER_SIDE} \
+             fits in wasm32 memory (downsample the volume)"
+        )));
+    }
     let geom = SliceGeometry::new(n, nv)?;
     let mut spec = vec![Complex::new(0.0f32, 0.0); nv * nv * nv];
     // Zero-padding centred on voxel N/2 keeps that voxel at the padded grid's centre, so
@@ -411,6 +425,14 @@ impl Particles {
             )));
         }
         check_finite("precisions", precisions)?;
+        let d = self.dataset.box_size();
+        if d > MAX_KERNEL_SIZE {
+            return Err(invalid(format!(
+                "kernel regression on {d}-px images needs about {:.1} GB, more than wasm32 \
+                 memory allows: downsample the images to at most {MAX_KERNEL_SIZE} px",
+                384.0 * (d as f64).powi(3) / 1e9
+            )));
+        }
         let opts = settings.options(self.batch_size())?;
         self.noise_profile()?;
         let noise = self.noise.as_deref().unwrap_or(&[]);
@@ -517,7 +539,7 @@ const MAX_SIMULATED_VALUES: usize = 1 << 27;
 
 /// Simulate a dataset (single-particle images, no tilt series).
 pub fn simulate(s: &SimulationSettings) -> Result<Simulation> {
-    let d = whole("options.imageSize", s.image_size, 16, 256)?;
+    let d = whole("options.imageSize", s.image_size, 16, MAX_SIMULATED_SIZE)?;
     if !d.is_multiple_of(2) {
         return Err(invalid(format!("options.imageSize = {d}: must be even")));
     }

@@ -25,7 +25,7 @@ export interface KernelOptions {
 
 /** Simulation settings: the flags of `recovar make_test_dataset`. */
 export interface SimulationOptions {
-  /** Image side D, even, 16..=256 (64). */
+  /** Image side D, even, 16..=128 (64). */
   imageSize?: number;
   /** Number of images (1000). */
   nImages?: number;

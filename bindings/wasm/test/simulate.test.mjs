@@ -62,7 +62,7 @@ test('the ground truth changes with the state and with the hinge', () => {
 
 test('simulate checks its options', () => {
   throwsWith(assert, () => wasm.simulate({ imageSize: 17 }), 'options.imageSize = 17', 'even');
-  throwsWith(assert, () => wasm.simulate({ imageSize: 8 }), 'options.imageSize = 8', '16..=256');
+  throwsWith(assert, () => wasm.simulate({ imageSize: 8 }), 'options.imageSize = 8', '16..=128');
   throwsWith(assert, () => wasm.simulate({ nImages: 0 }), 'options.nImages = 0');
   throwsWith(assert, () => wasm.simulate({ seed: -1 }), 'options.seed = -1');
   throwsWith(assert, () => wasm.simulate({ noiseLevel: NaN }), 'options.noiseLevel = NaN');

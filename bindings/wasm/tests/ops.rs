@@ -134,6 +134,10 @@ fn malformed_input_is_an_error_not_a_panic() {
             ops::project(&vol, &[9.0; 9], 1, cubic).is_err(),
         ),
         ("oversampling 3", ops::project(&vol, &id, 3, cubic).is_err()),
+        ("Fourier volume too big", {
+            let big = vec![0.0f32; 258 * 258 * 258];
+            ops::project(&big, &id, 2, cubic).is_err()
+        }),
         ("interp name", ops::interp_of(Some("spline")).is_err()),
         ("fsc sizes", ops::fsc(&vol, &vol[..511]).is_err()),
         ("fsc tiny", ops::fsc(&vol[..8], &vol[..8]).is_err()),
@@ -173,7 +177,7 @@ fn malformed_input_is_an_error_not_a_panic() {
         }),
         ("simulate count", {
             let s = SimulationSettings {
-                image_size: 256.0,
+                image_size: 128.0,
                 n_images: 1e7,
                 ..Default::default()
             };
@@ -205,4 +209,11 @@ fn malformed_input_is_an_error_not_a_panic() {
         ..ok
     };
     assert!(p.generate(&z, &[0.0], None, &bad).is_err());
+    // Kernel regression beyond what wasm32 memory holds is refused before it starts.
+    let d = ops::MAX_KERNEL_SIZE + 2;
+    let mut big = Particles::new(images(1, d), &id, &[0.0; 2], &ROW, 0).unwrap();
+    match big.generate(&z[..1], &[0.0], None, &ok) {
+        Err(e) => assert!(e.to_string().contains("downsample"), "{e}"),
+        Ok(_) => panic!("kernel regression at {d} px was accepted"),
+    }
 }
