@@ -164,7 +164,7 @@ pub fn ctf_image(row: &[f64], image_size: Option<f64>) -> Result<Vec<f32>> {
             MAX_IMAGE_SIZE,
         )?,
     };
-    // Same conversion as Dataset (ctf_for_images); tests/native.rs checks the two agree.
+    // Same conversion as Dataset (ctf_for_images); tests/ops.rs checks the two agree.
     let params = CtfParams {
         defocus_u: r[2] as f32,
         defocus_v: r[3] as f32,
