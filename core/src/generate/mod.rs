@@ -104,6 +104,21 @@ pub struct GeneratedVolume {
     pub filter_sampling: f64,
 }
 
+/// Wall-clock seconds for the debug log. wasm32-unknown-unknown has no clock
+/// (`Instant::now` panics there; the wasm binding runs this code), so it reads 0 s there.
+struct Stopwatch(Option<std::time::Instant>);
+
+impl Stopwatch {
+    fn start() -> Self {
+        let no_clock = cfg!(all(target_arch = "wasm32", target_os = "unknown"));
+        Stopwatch((!no_clock).then(std::time::Instant::now))
+    }
+
+    fn seconds(&self) -> f64 {
+        self.0.map_or(0.0, |t| t.elapsed().as_secs_f64())
+    }
+}
+
 /// Sampling of the final local filter (module docs).
 pub fn filter_sampling(n: usize, voxel: f64, maskrad_fraction: f64) -> f64 {
     (n as f64 * voxel / maskrad_fraction).max(8.0 * voxel)
@@ -160,7 +175,7 @@ pub fn generate_volume(
     };
     let grid = LocalGrid::new(n, opts.maskrad_fraction)?;
     let nb = bins.len();
-    let clock = std::time::Instant::now();
+    let clock = Stopwatch::start();
 
     // Pass 1: raw candidates of both halves, scored as they come.
     let mut cv: Option<local::CrossValidation> = None;
@@ -222,9 +237,9 @@ pub fn generate_volume(
     let choice = local::choose(&errors, np, ns);
     tracing::debug!(
         "cross-validation pass: {:.2} s ({np} windows × {ns} shells × {nb} candidates)",
-        clock.elapsed().as_secs_f64()
+        clock.seconds()
     );
-    let clock = std::time::Instant::now();
+    let clock = Stopwatch::start();
     let errors: Vec<f32> = errors.concat();
 
     // Pass 2: the chosen candidates at oversampling 2, per halfset, recombined.
@@ -260,9 +275,9 @@ pub fn generate_volume(
     }
     tracing::debug!(
         "final estimates and recombination: {:.2} s",
-        clock.elapsed().as_secs_f64()
+        clock.seconds()
     );
-    let clock = std::time::Instant::now();
+    let clock = Stopwatch::start();
     let unfil: Vec<f32> = halves[0]
         .iter()
         .zip(&halves[1])
@@ -301,10 +316,7 @@ pub fn generate_volume(
     } else {
         loc.filtered.clone()
     };
-    tracing::debug!(
-        "local resolution and filtering: {:.2} s",
-        clock.elapsed().as_secs_f64()
-    );
+    tracing::debug!("local resolution and filtering: {:.2} s", clock.seconds());
     Ok(GeneratedVolume {
         n,
         voxel_size: vs,

@@ -60,11 +60,31 @@
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
+#[cfg(unix)]
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::io::atomic::AtomicFile;
+
+/// Positioned reads come from Unix's `FileExt`. Other targets the core is built for
+/// (wasm32-unknown-unknown, which has no file system: the wasm binding) get reads that
+/// fail with `Unsupported`, so the crate compiles there.
+#[cfg(not(unix))]
+trait FileExt {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize>;
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+#[cfg(not(unix))]
+impl FileExt for File {
+    fn read_at(&self, _: &mut [u8], _: u64) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    fn read_exact_at(&self, _: &mut [u8], _: u64) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
 
 /// Size of the fixed MRC header in bytes.
 pub const HEADER_LEN: usize = 1024;
