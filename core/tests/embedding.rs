@@ -64,20 +64,7 @@ fn fixture() -> &'static Fixture {
         // cryoDRGN rows; the contrast column is not part of them (the dataset has contrast 1).
         let ctf_rows: Vec<[f64; 9]> = params
             .iter()
-            .map(|p| {
-                let c = &p.ctf;
-                [
-                    N as f64,
-                    sim.voxel_size(),
-                    c.defocus_u as f64,
-                    c.defocus_v as f64,
-                    c.defocus_angle_deg as f64,
-                    c.voltage_kv as f64,
-                    c.cs_mm as f64,
-                    c.amp_contrast as f64,
-                    c.phase_shift_deg as f64,
-                ]
-            })
+            .map(|p| p.ctf.to_row(N as f64, sim.voxel_size()))
             .collect();
         let ds = Dataset::from_arrays(images, n, N, &rots, &shifts, &ctf_rows, 0).unwrap();
 

@@ -164,18 +164,8 @@ pub fn ctf_image(row: &[f64], image_size: Option<f64>) -> Result<Vec<f32>> {
             MAX_IMAGE_SIZE,
         )?,
     };
-    // Same conversion as Dataset (ctf_for_images); tests/ops.rs checks the two agree.
-    let params = CtfParams {
-        defocus_u: r[2] as f32,
-        defocus_v: r[3] as f32,
-        defocus_angle_deg: r[4] as f32,
-        voltage_kv: r[5] as f32,
-        cs_mm: r[6] as f32,
-        amp_contrast: r[7] as f32,
-        phase_shift_deg: r[8] as f32,
-        bfactor: 0.0,
-        contrast: 1.0,
-    };
+    // The conversion Dataset uses; tests/ops.rs checks the two agree.
+    let params = CtfParams::from_row(&r);
     let pixel = r[0] * r[1] / d as f64;
     let mut out = vec![0.0f32; d * d];
     backend().ctf(&[params], d, pixel, &mut out)?;
@@ -602,20 +592,7 @@ impl Simulation {
         self.sim
             .params()
             .iter()
-            .flat_map(|p| {
-                let c = &p.ctf;
-                [
-                    d,
-                    vs,
-                    c.defocus_u as f64,
-                    c.defocus_v as f64,
-                    c.defocus_angle_deg as f64,
-                    c.voltage_kv as f64,
-                    c.cs_mm as f64,
-                    c.amp_contrast as f64,
-                    c.phase_shift_deg as f64,
-                ]
-            })
+            .flat_map(|p| p.ctf.to_row(d, vs))
             .collect()
     }
 

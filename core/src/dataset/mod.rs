@@ -85,6 +85,40 @@ pub struct CtfParams {
     pub contrast: f32,
 }
 
+impl CtfParams {
+    /// The parameters of a cryoDRGN ctf.pkl row `[D, Apix, dfU, dfV, dfang, kV, Cs, w,
+    /// phase shift]` (no B-factor, contrast 1).
+    pub fn from_row(r: &[f64; 9]) -> Self {
+        CtfParams {
+            defocus_u: r[2] as f32,
+            defocus_v: r[3] as f32,
+            defocus_angle_deg: r[4] as f32,
+            voltage_kv: r[5] as f32,
+            cs_mm: r[6] as f32,
+            amp_contrast: r[7] as f32,
+            phase_shift_deg: r[8] as f32,
+            bfactor: 0.0,
+            contrast: 1.0,
+        }
+    }
+
+    /// The cryoDRGN ctf.pkl row of these parameters for `d`-pixel images of `apix` Å
+    /// (B-factor and contrast are not part of it).
+    pub fn to_row(&self, d: f64, apix: f64) -> [f64; 9] {
+        [
+            d,
+            apix,
+            self.defocus_u as f64,
+            self.defocus_v as f64,
+            self.defocus_angle_deg as f64,
+            self.voltage_kv as f64,
+            self.cs_mm as f64,
+            self.amp_contrast as f64,
+            self.phase_shift_deg as f64,
+        ]
+    }
+}
+
 /// Where the halfset split came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HalfsetOrigin {
@@ -663,20 +697,7 @@ fn ctf_for_images(
     }
     let ctf = original
         .iter()
-        .map(|&i| {
-            let r = t.rows[i];
-            CtfParams {
-                defocus_u: r[2] as f32,
-                defocus_v: r[3] as f32,
-                defocus_angle_deg: r[4] as f32,
-                voltage_kv: r[5] as f32,
-                cs_mm: r[6] as f32,
-                amp_contrast: r[7] as f32,
-                phase_shift_deg: r[8] as f32,
-                bfactor: 0.0,
-                contrast: 1.0,
-            }
-        })
+        .map(|&i| CtfParams::from_row(&t.rows[i]))
         .collect();
     Ok((ctf, (first[0], first[1]), vs))
 }

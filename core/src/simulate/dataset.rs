@@ -623,23 +623,7 @@ pub fn write_test_dataset(
     poses.write_pickle(&poses_path, PoseDtype::F32)?;
     files.push(poses_path);
     let ctf = CtfTable {
-        rows: ps
-            .iter()
-            .map(|p| {
-                let c = &p.ctf;
-                [
-                    d as f64,
-                    vs,
-                    c.defocus_u as f64,
-                    c.defocus_v as f64,
-                    c.defocus_angle_deg as f64,
-                    c.voltage_kv as f64,
-                    c.cs_mm as f64,
-                    c.amp_contrast as f64,
-                    c.phase_shift_deg as f64,
-                ]
-            })
-            .collect(),
+        rows: ps.iter().map(|p| p.ctf.to_row(d as f64, vs)).collect(),
     };
     let ctf_path = outdir.join("ctf.pkl");
     ctf.write_pickle(&ctf_path)?;
