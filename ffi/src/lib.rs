@@ -1027,12 +1027,10 @@ unsafe fn kernel_options(
     if !o.bfactor.is_finite() {
         return Err(Error::invalid("options.bfactor must be finite"));
     }
-    let d = ds.box_size();
     let batch = if o.batch_size > 0 {
         o.batch_size
     } else {
-        ds.batch_size_for_budget(2_000_000_000, (d * d * 48) as u64)
-            .clamp(1, 2048)
+        KernelOptions::batch_size_for(ds.box_size(), ds.len(), 2_000_000_000)
     };
     Ok(KernelOptions {
         n_bins: o.n_bins,

@@ -69,11 +69,8 @@ pub fn kernel_options(
     }
     let batch_size = match o.batch_size {
         Some(v) => count("batchSize", v, 1)?,
-        // The C ABI's and the CLI's rule (kernel_args.rs): 48 bytes of working memory per
-        // pixel in 2 GB, at least 1, at most the dataset and 2048.
-        None => {
-            (2_000_000_000 / (box_size * box_size * 48).max(1)).clamp(1, n_images.clamp(1, 2048))
-        }
+        // The C ABI's and the CLI's rule, in a 2 GB budget.
+        None => KernelOptions::batch_size_for(box_size, n_images, 2_000_000_000),
     };
     Ok(KernelOptions {
         n_bins,

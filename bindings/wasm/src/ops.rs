@@ -355,11 +355,12 @@ impl Particles {
     }
 
     fn batch_size(&self) -> usize {
-        let d = self.dataset.box_size() as u64;
-        // Bytes per image in flight: the CLI's kernel-regression estimate (48 per pixel).
-        self.dataset
-            .batch_size_for_budget(BATCH_BUDGET_BYTES, d * d * 48)
-            .clamp(1, 2048)
+        // The CLI's kernel-regression rule, in wasm's smaller budget.
+        KernelOptions::batch_size_for(
+            self.dataset.box_size(),
+            self.dataset.len(),
+            BATCH_BUDGET_BYTES,
+        )
     }
 
     /// The radial noise profile (`D/2 − 1` shells), estimated on first use as

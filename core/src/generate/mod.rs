@@ -62,6 +62,16 @@ impl Default for KernelOptions {
     }
 }
 
+impl KernelOptions {
+    /// Images per batch for `n_images` images of `box_size` px within `budget_bytes` of
+    /// working memory (48 bytes per pixel and image): at least 1, at most the images and
+    /// 2048. Batches change memory use only, never results.
+    pub fn batch_size_for(box_size: usize, n_images: usize, budget_bytes: u64) -> usize {
+        let per = (box_size * box_size * 48).max(1) as u64;
+        ((budget_bytes / per) as usize).clamp(1, n_images.clamp(1, 2048))
+    }
+}
+
 /// The images' embedding, in dataset order.
 #[derive(Clone, Copy)]
 pub struct Latent<'a> {
@@ -336,4 +346,19 @@ pub fn generate_volume(
         fsc: fsc_curve,
         filter_sampling: sampling,
     })
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::KernelOptions;
+
+    #[test]
+    fn batch_sizes_follow_the_budget_within_bounds() {
+        // 2 GB at 48 bytes per pixel: 635 images of 256 px; capped at 2048 and the count.
+        assert_eq!(KernelOptions::batch_size_for(256, 100_000, 2_000_000_000), 635);
+        assert_eq!(KernelOptions::batch_size_for(128, 100_000, 2_000_000_000), 2048);
+        assert_eq!(KernelOptions::batch_size_for(32, 10, 2_000_000_000), 10);
+        assert_eq!(KernelOptions::batch_size_for(256, 100, 1), 1);
+        assert_eq!(KernelOptions::batch_size_for(32, 0, 2_000_000_000), 1);
+    }
 }

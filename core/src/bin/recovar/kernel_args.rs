@@ -41,10 +41,11 @@ impl KernelArgs {
         if !self.bfactor.is_finite() {
             bail!("--Bfactor must be a finite number");
         }
-        let d = ds.box_size();
-        let batch = ds
-            .batch_size_for_budget((self.memory_budget * 1e9) as u64, (d * d * 48) as u64)
-            .clamp(1, 2048);
+        let batch = KernelOptions::batch_size_for(
+            ds.box_size(),
+            ds.len(),
+            (self.memory_budget * 1e9) as u64,
+        );
         Ok(KernelOptions {
             n_bins: self.n_bins,
             maskrad_fraction: self.maskrad_fraction,
