@@ -104,3 +104,26 @@ impl Error {
         }
     }
 }
+
+/// The message of a caught panic (`std::panic::catch_unwind`'s payload), for the language
+/// boundaries that turn panics into errors (the C ABI, the Node addon).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod panic_tests {
+    #[test]
+    fn panic_messages_of_str_string_and_other_payloads() {
+        let a = std::panic::catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(super::panic_message(a.as_ref()), "plain");
+        let b = std::panic::catch_unwind(|| panic!("formatted {}", 7)).unwrap_err();
+        assert_eq!(super::panic_message(b.as_ref()), "formatted 7");
+        let c = std::panic::catch_unwind(|| std::panic::panic_any(3u8)).unwrap_err();
+        assert_eq!(super::panic_message(c.as_ref()), "unknown panic");
+    }
+}

@@ -162,11 +162,7 @@ fn guard(f: impl FnOnce() -> Result<(), Error>) -> rcv_status {
             status_of(&e)
         }
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let what = recovar_core::error::panic_message(panic.as_ref());
             set_error(&format!("internal error (please report): {what}"));
             rcv_status::RCV_ERR_INTERNAL
         }
@@ -175,6 +171,28 @@ fn guard(f: impl FnOnce() -> Result<(), Error>) -> rcv_status {
 
 fn null_arg(name: &str) -> Error {
     Error::invalid(format!("{name} is NULL"))
+}
+
+/// Set `*out` to NULL (so it is NULL after any error) once it is known to be writable.
+unsafe fn clear_out<T>(out: *mut *mut T) -> Result<(), Error> {
+    if out.is_null() {
+        return Err(null_arg("out"));
+    }
+    out.write(std::ptr::null_mut());
+    Ok(())
+}
+
+/// Hand a new handle to the caller through `out` (checked by `clear_out`).
+unsafe fn give<T>(out: *mut *mut T, handle: T) {
+    out.write(Box::into_raw(Box::new(handle)));
+}
+
+/// Release a handle made by `give`; NULL is a no-op, and a panic in a destructor does not
+/// cross the boundary either.
+unsafe fn free_handle<T>(p: *mut T) {
+    if !p.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
+    }
 }
 
 /// A borrowed C string as a path; NULL gives None.
@@ -240,10 +258,7 @@ pub unsafe extern "C" fn rcv_dataset_open(
     out: *mut *mut rcv_dataset,
 ) -> rcv_status {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        out.write(std::ptr::null_mut());
+        clear_out(out)?;
         let o = read_struct(options, "options", "rcv_dataset_options_init")?;
         let particles = opt_path(o.particles, "options.particles")?
             .ok_or_else(|| null_arg("options.particles"))?;
@@ -279,10 +294,13 @@ pub unsafe extern "C" fn rcv_dataset_open(
             preload: o.flags & RCV_DATASET_PRELOAD != 0,
         };
         let ds = Dataset::open(&dsopts)?;
-        out.write(Box::into_raw(Box::new(rcv_dataset {
-            inner: ds,
-            source: Some(dsopts),
-        })));
+        give(
+            out,
+            rcv_dataset {
+                inner: ds,
+                source: Some(dsopts),
+            },
+        );
         Ok(())
     })
 }
@@ -290,10 +308,7 @@ pub unsafe extern "C" fn rcv_dataset_open(
 /// Release a dataset. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn rcv_dataset_free(dataset: *mut rcv_dataset) {
-    if !dataset.is_null() {
-        // A panic in a destructor must not cross the boundary either.
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(dataset))));
-    }
+    free_handle(dataset);
 }
 
 unsafe fn get<'a>(d: *const rcv_dataset) -> Result<&'a Dataset, Error> {
@@ -618,10 +633,7 @@ pub unsafe extern "C" fn rcv_dataset_create(
     out: *mut *mut rcv_dataset,
 ) -> rcv_status {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        out.write(std::ptr::null_mut());
+        clear_out(out)?;
         let npix = box_size
             .checked_mul(box_size)
             .and_then(|v| v.checked_mul(n_images))
@@ -654,10 +666,13 @@ pub unsafe extern "C" fn rcv_dataset_create(
             &ctf_rows,
             seed,
         )?;
-        out.write(Box::into_raw(Box::new(rcv_dataset {
-            inner: ds,
-            source: None,
-        })));
+        give(
+            out,
+            rcv_dataset {
+                inner: ds,
+                source: None,
+            },
+        );
         Ok(())
     })
 }
@@ -754,10 +769,7 @@ pub unsafe extern "C" fn rcv_model_create(
     out: *mut *mut rcv_model,
 ) -> rcv_status {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        out.write(std::ptr::null_mut());
+        clear_out(out)?;
         let ds = get(dataset)?;
         let o = if options.is_null() {
             rcv_model_options::default()
@@ -769,7 +781,7 @@ pub unsafe extern "C" fn rcv_model_create(
         if let Some(src) = (*dataset).source.clone() {
             m.set_source(src);
         }
-        out.write(Box::into_raw(Box::new(rcv_model { inner: m })));
+        give(out, rcv_model { inner: m });
         Ok(())
     })
 }
@@ -783,13 +795,10 @@ pub unsafe extern "C" fn rcv_model_load(
     out: *mut *mut rcv_model,
 ) -> rcv_status {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        out.write(std::ptr::null_mut());
+        clear_out(out)?;
         let dir = path_arg(pipeline_dir, "pipeline_dir")?;
         let m = Model::load(&dir)?;
-        out.write(Box::into_raw(Box::new(rcv_model { inner: m })));
+        give(out, rcv_model { inner: m });
         Ok(())
     })
 }
@@ -797,9 +806,7 @@ pub unsafe extern "C" fn rcv_model_load(
 /// Release a model. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn rcv_model_free(model: *mut rcv_model) {
-    if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
-    }
+    free_handle(model);
 }
 
 unsafe fn model_ref<'a>(m: *const rcv_model) -> Result<&'a Model, Error> {
@@ -1062,16 +1069,13 @@ pub unsafe extern "C" fn rcv_model_generate(
     out: *mut *mut rcv_volume,
 ) -> rcv_status {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        out.write(std::ptr::null_mut());
+        clear_out(out)?;
         let m = model_ref(model)?;
         let pt = point_arg(point, point_len, zdim)?;
         let k = kernel_options(options, m.dataset()?)?;
         let p = CProgress::new(progress, user_data);
         let v = m.generate(zdim, regularized != 0, pt, &k, &CpuBackend::new(), &p)?;
-        out.write(Box::into_raw(Box::new(rcv_volume { inner: v })));
+        give(out, rcv_volume { inner: v });
         Ok(())
     })
 }
@@ -1098,10 +1102,7 @@ pub unsafe extern "C" fn rcv_generate_from_embedding(
     out: *mut *mut rcv_volume,
 ) -> rcv_status {
     guard(|| {
-        if out.is_null() {
-            return Err(null_arg("out"));
-        }
-        out.write(std::ptr::null_mut());
+        clear_out(out)?;
         let ds = get(dataset)?;
         if zdim == 0 {
             return Err(Error::invalid("zdim must be at least 1"));
@@ -1112,7 +1113,7 @@ pub unsafe extern "C" fn rcv_generate_from_embedding(
         let k = kernel_options(options, ds)?;
         let p = CProgress::new(progress, user_data);
         let v = model::generate_from_embedding(ds, z, zdim, pr, pt, &k, &CpuBackend::new(), &p)?;
-        out.write(Box::into_raw(Box::new(rcv_volume { inner: v })));
+        give(out, rcv_volume { inner: v });
         Ok(())
     })
 }
@@ -1143,9 +1144,7 @@ pub unsafe extern "C" fn rcv_read_embedding(
 /// Release a volume. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn rcv_volume_free(volume: *mut rcv_volume) {
-    if !volume.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(volume))));
-    }
+    free_handle(volume);
 }
 
 unsafe fn volume_ref<'a>(v: *const rcv_volume) -> Result<&'a GeneratedVolume, Error> {

@@ -355,8 +355,14 @@ mod batch_tests {
     #[test]
     fn batch_sizes_follow_the_budget_within_bounds() {
         // 2 GB at 48 bytes per pixel: 635 images of 256 px; capped at 2048 and the count.
-        assert_eq!(KernelOptions::batch_size_for(256, 100_000, 2_000_000_000), 635);
-        assert_eq!(KernelOptions::batch_size_for(128, 100_000, 2_000_000_000), 2048);
+        assert_eq!(
+            KernelOptions::batch_size_for(256, 100_000, 2_000_000_000),
+            635
+        );
+        assert_eq!(
+            KernelOptions::batch_size_for(128, 100_000, 2_000_000_000),
+            2048
+        );
         assert_eq!(KernelOptions::batch_size_for(32, 10, 2_000_000_000), 10);
         assert_eq!(KernelOptions::batch_size_for(256, 100, 1), 1);
         assert_eq!(KernelOptions::batch_size_for(32, 0, 2_000_000_000), 1);
