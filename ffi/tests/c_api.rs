@@ -2,54 +2,15 @@
 //! built `librecovar` (static library, so the binary needs no library path), then runs them
 //! on the cryoDRGN fixtures.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use common::{build_libraries, fixtures, root, text};
 
-/// The target folder holding librecovar.a: the test binary lives in `<target>/<profile>/deps`.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-fn fixtures() -> PathBuf {
-    let p = root().join("../shared/data/cryodrgn_fixtures");
-    assert!(
-        p.is_dir(),
-        "test data missing: {} (the repository expects ../shared next to it)",
-        p.display()
-    );
-    p
-}
-
-/// `cargo test` builds this crate as an rlib only, so build the static library here: the
-/// C program must link the library as it is now, not a stale copy. Runs cargo with the
-/// same profile and target folder.
-fn build_static_lib() -> PathBuf {
-    let dir = lib_dir();
-    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let target = dir.parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "recovar-ffi", "--lib", "--quiet"])
-        .env("CARGO_TARGET_DIR", target)
-        .current_dir(root());
-    if profile == "release" {
-        cmd.arg("--release");
-    } else if profile != "debug" {
-        cmd.args(["--profile", &profile]);
-    }
-    let st = cmd.status().expect("run cargo");
-    assert!(st.success(), "building librecovar failed");
-    let lib = dir.join("librecovar.a");
-    assert!(lib.is_file(), "{} was not built", lib.display());
-    lib
+fn build_static_lib() -> std::path::PathBuf {
+    build_libraries().join("librecovar.a")
 }
 
 /// Compile `source` with `compiler` and the strictest warnings, linked to librecovar.a.
@@ -78,12 +39,7 @@ fn compile(compiler: &str, std: &str, source: &Path, out: &Path) {
 
 fn run(exe: &Path, args: &[&Path]) -> (bool, String) {
     let o = Command::new(exe).args(args).output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.success(), text)
+    (o.status.success(), text(&o))
 }
 
 #[test]
@@ -220,11 +176,7 @@ fn c_pipeline_matches_the_rust_api_without_leaks() {
         .env("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1")
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let text = text(&o);
     assert!(o.status.success(), "tests/c/pipeline.c failed:\n{text}");
     assert!(!text.contains("LeakSanitizer"), "{text}");
 

@@ -10,8 +10,12 @@
 //! `skipped: ...` when its tool is missing. The header-only wrapper is also compiled as
 //! C++17 and C++20 (its std::span overloads) with every warning an error.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::{build_libraries, fixtures, root, text};
 
 use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{Dataset, DatasetOptions};
@@ -21,65 +25,6 @@ use recovar_core::io::mrc;
 use recovar_core::pipeline::generate_from_embedding;
 use recovar_core::progress::NoProgress;
 use recovar_core::simulate::{write_test_dataset, SimulationOptions};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn fixtures() -> PathBuf {
-    let p = root().join("../shared/data/cryodrgn_fixtures");
-    assert!(
-        p.is_dir(),
-        "test data missing: {} (the repository expects ../shared next to it)",
-        p.display()
-    );
-    p
-}
-
-/// `<target>/<profile>`: the test binary lives in `<target>/<profile>/deps`.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-/// Build librecovar.so and librecovar.a as they are now, with the test's profile.
-fn build_libraries() -> PathBuf {
-    let dir = lib_dir();
-    let profile = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "-p", "recovar-ffi", "--lib", "--quiet"])
-        .env("CARGO_TARGET_DIR", dir.parent().unwrap())
-        .current_dir(root());
-    if profile == "release" {
-        cmd.arg("--release");
-    } else if profile != "debug" {
-        cmd.args(["--profile", &profile]);
-    }
-    assert!(
-        cmd.status().expect("run cargo").success(),
-        "building librecovar failed"
-    );
-    for lib in ["librecovar.so", "librecovar.a"] {
-        assert!(
-            dir.join(lib).is_file(),
-            "{} was not built",
-            dir.join(lib).display()
-        );
-    }
-    dir
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn run_ok(cmd: &mut Command, what: &str) -> String {
     let o = cmd

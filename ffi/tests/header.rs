@@ -3,15 +3,11 @@
 //! `RECOVAR_BLESS=1` to rewrite the header. It also checks that the header compiles as C11
 //! and C++17 with every warning as an error.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::root;
+use std::process::Command;
 
 fn generate() -> String {
     let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));

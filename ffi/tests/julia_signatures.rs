@@ -24,14 +24,10 @@
 //! | function pointer          | `Ptr{Cvoid}`                            |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+mod common;
+use common::root;
 
 // ------------------------------------------------------------------------------------------
 // C header
