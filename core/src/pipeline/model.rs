@@ -1241,26 +1241,19 @@ fn check_point(point: &[f32], zdim: usize) -> Result<()> {
     Ok(())
 }
 
-/// Kernel regression at `point` on an embedding made elsewhere (e.g. cryoDRGN's z.pkl): one
-/// row of `zdim` values per image of `dataset`, or per particle of its file (then picked
-/// by the dataset's indices). `precisions` (`rows × zdim × zdim`) may be empty for the
-/// identity. The noise profile is estimated from the dataset (radial, from outside a mask
-/// made from the half maps), as `recovar generate_from_embedding` does.
-#[allow(clippy::too_many_arguments)]
-pub fn generate_from_embedding(
+/// The rows of an embedding made elsewhere for `dataset`'s images, in dataset order, with
+/// their precisions (`rows × zdim × zdim`, or empty for the identity): `zs` holds one row of
+/// `zdim` values per image of the dataset, or one per particle of its file (then picked by
+/// the dataset's indices). Counts that fit neither, and non-finite rows in use, are errors.
+pub fn embedding_rows(
     dataset: &Dataset,
     zs: &[f32],
     zdim: usize,
     precisions: &[f32],
-    point: &[f32],
-    kopts: &KernelOptions,
-    backend: &dyn Backend,
-    progress: &dyn Progress,
-) -> Result<GeneratedVolume> {
+) -> Result<(Vec<f32>, Vec<f32>)> {
     if zdim == 0 {
         return Err(Error::invalid("the embedding dimension must be at least 1"));
     }
-    check_point(point, zdim)?;
     if zs.is_empty() || !zs.len().is_multiple_of(zdim) {
         return Err(Error::invalid(format!(
             "the embedding has {} values, not a whole number of rows of {zdim}",
@@ -1307,6 +1300,27 @@ pub fn generate_from_embedding(
     } else {
         precisions.to_vec()
     };
+    Ok((zs_used, prec_used))
+}
+
+/// Kernel regression at `point` on an embedding made elsewhere (e.g. cryoDRGN's z.pkl): one
+/// row of `zdim` values per image of `dataset`, or per particle of its file (then picked
+/// by the dataset's indices). `precisions` (`rows × zdim × zdim`) may be empty for the
+/// identity. The noise profile is estimated from the dataset (radial, from outside a mask
+/// made from the half maps), as `recovar generate_from_embedding` does.
+#[allow(clippy::too_many_arguments)]
+pub fn generate_from_embedding(
+    dataset: &Dataset,
+    zs: &[f32],
+    zdim: usize,
+    precisions: &[f32],
+    point: &[f32],
+    kopts: &KernelOptions,
+    backend: &dyn Backend,
+    progress: &dyn Progress,
+) -> Result<GeneratedVolume> {
+    check_point(point, zdim)?;
+    let (zs_used, prec_used) = embedding_rows(dataset, zs, zdim, precisions)?;
     let mut ds = dataset.clone();
     let noise = super::load::estimate_noise_profile(
         &mut ds,

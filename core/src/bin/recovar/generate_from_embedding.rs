@@ -7,13 +7,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{Dataset, DatasetOptions, Uninvert};
 use recovar_core::generate::output::{generate_and_write, read_embedding, read_latent_points};
 use recovar_core::generate::Latent;
 use recovar_core::pipeline::load::estimate_noise_profile;
+use recovar_core::pipeline::model::embedding_rows;
 use recovar_core::reconstruct::noise::NoiseModel;
+use recovar_core::Error;
 
 use crate::common::{start_output_dir, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
@@ -67,7 +69,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     start_output_dir(&a.outdir)?;
-    let (values, rows, zdim) = read_embedding(&a.embedding, a.zdim1)?;
+    let (values, _, zdim) = read_embedding(&a.embedding, a.zdim1)?;
     if let Some(z) = a.zdim {
         if z != zdim {
             bail!(
@@ -91,22 +93,13 @@ pub fn run(a: Args) -> Result<()> {
         ..Default::default()
     })?;
     ds.check_images_readable()?;
-    // Rows are the images in use, or every particle of the file (then picked by index).
-    let zs: Vec<f32> = if rows == ds.len() {
-        values
-    } else if rows == ds.total_in_file() {
-        ds.original_indices()
-            .iter()
-            .flat_map(|&o| values[o * zdim..(o + 1) * zdim].iter().copied())
-            .collect()
-    } else {
-        bail!(
-            "{}: {rows} embedding rows, but {} images are selected ({} particles in the file); the embedding must have one row per selected image (pass the same --ind the embedding was made with) or one per particle",
-            a.embedding.display(),
-            ds.len(),
-            ds.total_in_file()
-        );
-    };
+    let (zs, _) = embedding_rows(&ds, &values, zdim, &[]).map_err(|e| {
+        let hint = match e {
+            Error::Inconsistent(_) => " (pass the same --ind the embedding was made with)",
+            _ => "",
+        };
+        anyhow!("{}: {e}{hint}", a.embedding.display())
+    })?;
     let backend = CpuBackend::new();
     let opts = a.kernel.options(&ds)?;
     let bar = ProgressBar::new("volumes");
