@@ -154,7 +154,7 @@ impl ModelOptions {
 }
 
 /// Working bytes per image of the image passes (image, spectrum, CTF, projections, mask).
-pub(super) fn bytes_per_image(d: usize) -> u64 {
+fn bytes_per_image(d: usize) -> u64 {
     (d * d * 64) as u64
 }
 
@@ -248,8 +248,6 @@ pub struct Model {
     /// 0, or 1 during/after the contrast do-over.
     pass: usize,
     pub(super) state: PassState,
-    /// The first pass's contrasts (contrast correction).
-    first_contrasts: Option<Vec<f32>>,
     loaded: Option<Loaded>,
 }
 
@@ -284,7 +282,6 @@ impl Model {
             init: None,
             pass: 0,
             state: PassState::default(),
-            first_contrasts: None,
             loaded: None,
         })
     }
@@ -353,7 +350,6 @@ impl Model {
             init: None,
             pass: 0,
             state: PassState::default(),
-            first_contrasts: None,
             loaded: Some(Loaded {
                 dir: dir.to_path_buf(),
                 mean: mean.data,
@@ -1034,7 +1030,6 @@ impl Model {
                 }
             }
         }
-        self.first_contrasts = Some(first);
         Ok(())
     }
 
