@@ -47,6 +47,10 @@ pub enum Error {
     /// A progress callback asked to stop.
     #[error("cancelled by the caller")]
     Cancelled,
+
+    /// The compute device (GPU driver, runtime compiler, device memory) failed or is absent.
+    #[error("{0}")]
+    Device(String),
 }
 
 fn list_paths(paths: &[PathBuf]) -> String {
@@ -85,6 +89,11 @@ impl Error {
     /// An invalid argument.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidArgument(msg.into())
+    }
+
+    /// A failure of the compute device.
+    pub fn device(msg: impl Into<String>) -> Self {
+        Error::Device(msg.into())
     }
 
     /// Inputs that disagree.

@@ -14,8 +14,14 @@
 //! against [`CpuBackend`].
 
 mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
+mod device;
 
 pub use cpu::CpuBackend;
+#[cfg(feature = "cuda")]
+pub use cuda::CudaBackend;
+pub use device::{select, Device, Selected};
 
 use num_complex::Complex;
 

@@ -100,6 +100,27 @@ impl Consts {
     }
 }
 
+/// The per-image constants of the formula in the order the GPU kernel reads them
+/// (kernels/image.cu): dfU, dfV, cos 2a, sin 2a, k_df, k_cs, phase, sqrt(1 − w²), w,
+/// −B/4, contrast. Computed here, once, so both backends start from the same numbers.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn ctf_constants(p: &CtfParams) -> [f64; 11] {
+    let c = Consts::new(p);
+    [
+        c.dfu,
+        c.dfv,
+        c.cos2a,
+        c.sin2a,
+        c.k_df,
+        c.k_cs,
+        c.phase,
+        c.sqrt_1mw2,
+        c.w,
+        c.k_b,
+        c.contrast,
+    ]
+}
+
 /// The CTF of `p` at spatial frequency `(x, y)` in 1/Å (x = column direction), in f64.
 pub fn ctf_at(p: &CtfParams, x: f64, y: f64) -> f64 {
     Consts::new(p).at(x, y)

@@ -1,0 +1,750 @@
+//! The CUDA backend: the operations of [`Backend`] as kernels (`kernels/*.cu`, compiled at
+//! run time by NVRTC for the device's architecture) and cuFFT, through `cudarc` with
+//! dynamic loading, so building needs no CUDA toolkit and a machine without one still runs
+//! (on the CPU).
+//!
+//! Every call uploads its inputs, runs on the device and downloads its outputs: the trait
+//! keeps data host-side, so the science code is unchanged. Calls are serialised on one
+//! stream (the backend is shared by threads). Large calls are cut into chunks of images
+//! that fit in the device-memory budget; chunking never changes a result:
+//!
+//! - slicing, the CTF and the transforms are per image;
+//! - backprojection is a *gather*: each GPU thread owns one voxel, reads the caller's
+//!   accumulator value once, adds its contributions image by image and pixel by pixel in a
+//!   fixed order (no atomics), and writes it back. The accumulator stays on the device
+//!   across the chunks of a call, so the sums are the same bits on every run and for every
+//!   chunk size. They differ from the CPU's only in the order of the f64 additions (the
+//!   CPU adds per slab of z-planes), i.e. at f64 rounding.
+//!
+//! Kernels are compiled with `--fmad=false` so each f32 operation rounds as the Rust
+//! reference's does: stencil coordinates and weights, hence which voxels a pixel touches,
+//! are the CPU's exactly. Sums in f32 (slices) and the FFTs round differently; the tests
+//! state the tolerances (core/tests/cuda_backend.rs).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cudarc::cufft::{sys::cufftType, CudaFft, FftDirection};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg,
+};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+use num_complex::Complex;
+
+use super::Backend;
+use crate::dataset::CtfParams;
+use crate::error::{Error, Result};
+use crate::forward::ctf::ctf_constants;
+use crate::forward::slice::{check_args, check_rotations};
+use crate::forward::{Interp, SliceGeometry};
+
+/// Prepended to every kernel source (NVRTC gets one string and no include paths).
+pub const KERNEL_COMMON: &str = include_str!("../../../kernels/common.cuh");
+
+/// The kernel sources: file name, source text, and the `extern "C"` kernels each defines.
+pub const KERNEL_SOURCES: &[(&str, &str, &[&str])] = &[
+    (
+        "slice.cu",
+        include_str!("../../../kernels/slice.cu"),
+        &[
+            "rcv_slice",
+            "rcv_backproject_complex",
+            "rcv_backproject_real",
+        ],
+    ),
+    (
+        "image.cu",
+        include_str!("../../../kernels/image.cu"),
+        &[
+            "rcv_ctf",
+            "rcv_modulate_real",
+            "rcv_demodulate_shift",
+            "rcv_modulate_complex",
+            "rcv_demodulate_real",
+        ],
+    ),
+];
+
+/// The oldest architecture the kernels are compiled for when no device says otherwise
+/// (CUDA 13 supports compute capability 7.5 and newer; f64 arithmetic and the rest of the
+/// kernels need nothing newer).
+pub const BASELINE_ARCH: &str = "compute_75";
+
+/// Largest device buffer of images one chunk may use, bytes (the volume and the accumulator
+/// come on top). A constant, so that chunking is a function of the call alone.
+const CHUNK_BYTES: usize = 512 << 20;
+
+/// Rotations must be orthonormal to this tolerance (`max |R Rᵀ − I|`) for the gather's
+/// candidate-pixel window to be exact; rotation matrices read from files are, to f32
+/// rounding (~1e-7).
+const ORTHONORMAL_TOL: f32 = 1e-4;
+
+/// Whether the shared libraries the backend loads (driver, NVRTC, cuFFT) can be found:
+/// `Err` names the missing ones. Probed without touching them, because cudarc panics when
+/// a library it needs is absent.
+pub fn libraries_present() -> std::result::Result<(), String> {
+    // SAFETY: these only try to dlopen the libraries by name; no symbol is called.
+    let (drv, rtc, fft) = unsafe {
+        (
+            cudarc::driver::sys::is_culib_present(),
+            cudarc::nvrtc::sys::is_culib_present(),
+            cudarc::cufft::sys::is_culib_present(),
+        )
+    };
+    let missing: Vec<&str> = [
+        (drv, "the CUDA driver (libcuda.so)"),
+        (rtc, "NVRTC (libnvrtc.so)"),
+        (fft, "cuFFT (libcufft.so)"),
+    ]
+    .iter()
+    .filter(|(ok, _)| !ok)
+    .map(|(_, name)| *name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "not found: {} (searched the loader path; set LD_LIBRARY_PATH to the CUDA \
+             libraries)",
+            missing.join(", ")
+        ))
+    }
+}
+
+/// Whether NVRTC alone can be loaded (enough to compile the kernels, no GPU needed).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to dlopen the library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// The full source NVRTC compiles for kernel file `name`.
+pub fn kernel_source(src: &str) -> String {
+    format!("{KERNEL_COMMON}\n{src}")
+}
+
+/// Compiles every kernel source to PTX for `arch` (e.g. `"compute_90"`), with the options
+/// the backend uses. Needs only NVRTC, no GPU: the CI compile test calls it.
+pub fn compile_kernels(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
+    if !nvrtc_present() {
+        return Err(Error::device(
+            "cannot compile the CUDA kernels: NVRTC (libnvrtc.so) not found on the loader path",
+        ));
+    }
+    KERNEL_SOURCES
+        .iter()
+        .map(|&(name, src, _)| {
+            let opts = CompileOptions {
+                fmad: Some(false),
+                name: Some(name.to_string()),
+                options: vec![format!("--gpu-architecture={arch}")],
+                ..Default::default()
+            };
+            compile_ptx_with_opts(kernel_source(src), opts)
+                .map(|ptx| (name, ptx))
+                .map_err(|e| Error::device(format!("NVRTC could not compile kernels/{name}: {e}")))
+        })
+        .collect()
+}
+
+/// Kernels by name.
+struct Kernels(HashMap<&'static str, CudaFunction>);
+
+impl Kernels {
+    fn get(&self, name: &str) -> Result<&CudaFunction> {
+        self.0
+            .get(name)
+            .ok_or_else(|| Error::device(format!("CUDA kernel {name} was not loaded")))
+    }
+}
+
+/// Device state used under the call lock.
+struct State {
+    /// cuFFT plans by (image side, batch).
+    plans: HashMap<(usize, usize), CudaFft>,
+}
+
+/// Runs on one CUDA GPU.
+pub struct CudaBackend {
+    name: String,
+    description: String,
+    stream: Arc<CudaStream>,
+    kernels: Kernels,
+    state: Mutex<State>,
+}
+
+impl std::fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaBackend")
+            .field("device", &self.description)
+            .finish()
+    }
+}
+
+fn drv<T>(what: &str, r: std::result::Result<T, impl std::fmt::Display>) -> Result<T> {
+    r.map_err(|e| Error::device(format!("CUDA {what}: {e}")))
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal`, compiles the kernels for its architecture and loads them.
+    /// Errors (never panics) when a library, the device or the compilation is missing.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        let name = format!("cuda:{ordinal}");
+        libraries_present().map_err(|e| Error::device(format!("{name}: {e}")))?;
+        let count = cudarc::driver::CudaContext::device_count()
+            .map_err(|e| Error::device(format!("{name}: the CUDA driver did not start: {e}")))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(Error::device(format!(
+                "{name}: no such device ({count} CUDA device{} present)",
+                if count == 1 { "" } else { "s" }
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)
+            .map_err(|e| Error::device(format!("{name}: cannot create a context: {e}")))?;
+        let (major, minor) = drv("compute capability", ctx.compute_capability())?;
+        let dev_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
+        let (_, total) = drv("memory query", ctx.mem_get_info())?;
+        let arch = format!("compute_{major}{minor}");
+        let ptx = compile_for(&arch).map_err(|e| {
+            Error::device(format!(
+                "{name} ({dev_name}, compute {major}.{minor}): {e}; the GPU may be older \
+                 than this CUDA supports"
+            ))
+        })?;
+        let mut kernels = HashMap::new();
+        for ((_, src_ptx), &(file, _, fns)) in ptx.into_iter().zip(KERNEL_SOURCES) {
+            let module = drv(
+                &format!("module load of kernels/{file}"),
+                ctx.load_module(src_ptx),
+            )?;
+            for &f in fns {
+                kernels.insert(f, drv(&format!("kernel {f}"), module.load_function(f))?);
+            }
+        }
+        let stream = ctx.default_stream();
+        Ok(CudaBackend {
+            description: format!(
+                "{name} ({dev_name}, compute {major}.{minor}, {:.1} GiB)",
+                total as f64 / (1u64 << 30) as f64
+            ),
+            name,
+            stream,
+            kernels: Kernels(kernels),
+            state: Mutex::new(State {
+                plans: HashMap::new(),
+            }),
+        })
+    }
+
+    /// "cuda:0 (NVIDIA H100 80GB HBM3, compute 9.0, 79.1 GiB)".
+    pub fn description(&self) -> String {
+        self.description.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A launch of kernel `name`; push its arguments, then [`CudaBackend::run`].
+    fn kernel(&self, name: &str) -> Result<LaunchArgs<'_>> {
+        Ok(self.stream.launch_builder(self.kernels.get(name)?))
+    }
+
+    /// Launches `b` over `total` elements (the kernels loop grid-stride, so any grid
+    /// covers them).
+    fn run(&self, mut b: LaunchArgs<'_>, name: &str, total: usize) -> Result<()> {
+        if total == 0 {
+            return Ok(());
+        }
+        let blocks = total.div_ceil(256).min(65_535 * 8) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: each kernel's arguments are pushed by its one caller below, in the order
+        // and with the types of its `extern "C"` signature in kernels/*.cu; the buffers hold
+        // the lengths the kernels index (checked by the callers).
+        unsafe { b.launch(cfg) }
+            .map(|_| ())
+            .map_err(|e| Error::device(format!("{}: kernel {name} failed: {e}", self.name)))
+    }
+
+    fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+        drv("upload", self.stream.clone_htod(data))
+    }
+
+    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+        &self,
+        src: &CudaSlice<T>,
+        out: &mut [T],
+    ) -> Result<()> {
+        drv("download", self.stream.memcpy_dtoh(src, out))
+    }
+
+    fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+        &self,
+        n: usize,
+    ) -> Result<CudaSlice<T>> {
+        drv(
+            &format!("allocation of {} MiB", (n * std::mem::size_of::<T>()) >> 20),
+            self.stream.alloc_zeros::<T>(n.max(1)),
+        )
+    }
+
+    /// The 2-D C2C plan for `batch` images of side `d` (made once, kept).
+    fn with_plan<R>(
+        &self,
+        st: &mut State,
+        d: usize,
+        batch: usize,
+        f: impl FnOnce(&CudaFft) -> Result<R>,
+    ) -> Result<R> {
+        if !st.plans.contains_key(&(d, batch)) {
+            if st.plans.len() >= 8 {
+                st.plans.clear();
+            }
+            let n = [d as i32, d as i32];
+            let plan = CudaFft::plan_many(
+                &n,
+                None,
+                1,
+                (d * d) as i32,
+                None,
+                1,
+                (d * d) as i32,
+                cufftType::CUFFT_C2C,
+                batch as i32,
+                self.stream.clone(),
+            )
+            .map_err(|e| Error::device(format!("cuFFT plan {d}×{d} × {batch}: {e}")))?;
+            st.plans.insert((d, batch), plan);
+        }
+        let plan = st
+            .plans
+            .get(&(d, batch))
+            .ok_or_else(|| Error::device("cuFFT plan vanished"))?;
+        f(plan)
+    }
+}
+
+fn compile_for(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
+    compile_kernels(arch)
+}
+
+/// Images per chunk for `bytes_per_image` of device buffers per image.
+fn chunk_images(bytes_per_image: usize) -> usize {
+    (CHUNK_BYTES / bytes_per_image.max(1)).clamp(1, 1 << 20)
+}
+
+/// `RRᵀ = I` to [`ORTHONORMAL_TOL`] for each rotation (the gather's window assumes it).
+fn check_orthonormal(rotations: &[[f32; 9]]) -> Result<()> {
+    for (i, r) in rotations.iter().enumerate() {
+        let mut worst = 0.0f32;
+        for a in 0..3 {
+            for b in 0..3 {
+                let dot: f32 = (0..3).map(|k| r[3 * a + k] * r[3 * b + k]).sum();
+                let want = if a == b { 1.0 } else { 0.0 };
+                worst = worst.max((dot - want).abs());
+            }
+        }
+        if worst > ORTHONORMAL_TOL {
+            return Err(Error::invalid(format!(
+                "rotation {i} is not orthonormal (max |R Rᵀ − I| = {worst:.2e} > \
+                 {ORTHONORMAL_TOL:.0e}); the CUDA backprojection needs rotation matrices"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn interp_code(interp: Interp) -> i32 {
+    match interp {
+        Interp::Nearest => 0,
+        Interp::Trilinear => 1,
+        Interp::Cubic => 2,
+    }
+}
+
+/// (clip flag, r²) as the kernels take them.
+fn clip_args(geom: &SliceGeometry) -> (i32, f32) {
+    match geom.max_radius {
+        Some(r) => (1, r * r),
+        None => (0, 0.0),
+    }
+}
+
+fn flat_rotations(rotations: &[[f32; 9]]) -> Vec<f32> {
+    rotations.iter().flatten().copied().collect()
+}
+
+/// `Complex<f32>` is `repr(C)` (re, im): the same bytes as two f32, as the kernels' float2.
+fn as_f32(v: &[Complex<f32>]) -> &[f32] {
+    // SAFETY: Complex<f32> is repr(C) with two f32 fields; length doubles, alignment holds.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 2) }
+}
+
+fn as_f32_mut(v: &mut [Complex<f32>]) -> &mut [f32] {
+    // SAFETY: as in `as_f32`, with the unique borrow carried over.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 2) }
+}
+
+fn as_f64_mut(v: &mut [Complex<f64>]) -> &mut [f64] {
+    // SAFETY: Complex<f64> is repr(C) with two f64 fields.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f64>(), v.len() * 2) }
+}
+
+fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result<()> {
+    let want = n.checked_mul(d).and_then(|v| v.checked_mul(d));
+    if d == 0 || want != Some(len) {
+        return Err(Error::invalid(format!(
+            "{what}: {len} values given; {n} images of {d}×{d} need {}",
+            want.map(|w| w.to_string())
+                .unwrap_or_else(|| "more than fits".into())
+        )));
+    }
+    Ok(())
+}
+
+fn check_even(d: usize, what: &str) -> Result<()> {
+    if d < 2 || d % 2 != 0 {
+        return Err(Error::invalid(format!(
+            "{what}: the CUDA backend needs an even image side, got {d}"
+        )));
+    }
+    Ok(())
+}
+
+impl CudaBackend {
+    /// Backprojection of `n` images of `comps` f32 values per pixel (2: complex, 1: real)
+    /// into an accumulator of `comps` f64 values per voxel.
+    fn backproject_any(
+        &self,
+        vals: &[f32],
+        comps: usize,
+        geom: &SliceGeometry,
+        interp: Interp,
+        rotations: &[[f32; 9]],
+        acc: &mut [f64],
+    ) -> Result<()> {
+        check_rotations(rotations)?;
+        check_orthonormal(rotations)?;
+        if interp == Interp::Cubic && geom.volume_size < 4 {
+            return Err(Error::invalid(format!(
+                "cubic backprojection on the GPU needs a volume side ≥ 4, got {}",
+                geom.volume_size
+            )));
+        }
+        let n = rotations.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let d2 = geom.image_len();
+        let (clip, r2) = clip_args(geom);
+        let kernel = if comps == 2 {
+            "rcv_backproject_complex"
+        } else {
+            "rcv_backproject_real"
+        };
+        let _st = self.lock();
+        let mut dacc = self.upload(acc)?;
+        let chunk = chunk_images(d2 * comps * 4);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let dvals = self.upload(&vals[start * d2 * comps..end * d2 * comps])?;
+            let drot = self.upload(&flat_rotations(&rotations[start..end]))?;
+            let (m, d, nv) = (
+                (end - start) as i32,
+                geom.image_size as i32,
+                geom.volume_size as i32,
+            );
+            let code = interp_code(interp);
+            let mut b = self.kernel(kernel)?;
+            b.arg(&dvals)
+                .arg(&drot)
+                .arg(&mut dacc)
+                .arg(&m)
+                .arg(&d)
+                .arg(&nv)
+                .arg(&code)
+                .arg(&clip)
+                .arg(&r2);
+            self.run(b, kernel, geom.volume_len())?;
+        }
+        self.download(&dacc, acc)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn slice(
+        &self,
+        volume: &[Complex<f32>],
+        geom: &SliceGeometry,
+        interp: Interp,
+        rotations: &[[f32; 9]],
+        out: &mut [Complex<f32>],
+    ) -> Result<()> {
+        check_args(
+            "slice",
+            geom,
+            rotations.len(),
+            volume.len(),
+            out.len(),
+            "out",
+        )?;
+        check_rotations(rotations)?;
+        let n = rotations.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let d2 = geom.image_len();
+        let (clip, r2) = clip_args(geom);
+        let _st = self.lock();
+        let dvol = self.upload(as_f32(volume))?;
+        let chunk = chunk_images(d2 * 8);
+        let out = as_f32_mut(out);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let drot = self.upload(&flat_rotations(&rotations[start..end]))?;
+            let mut dout = self.zeros::<f32>((end - start) * d2 * 2)?;
+            let (m, d, nv, code) = (
+                (end - start) as i32,
+                geom.image_size as i32,
+                geom.volume_size as i32,
+                interp_code(interp),
+            );
+            let mut b = self.kernel("rcv_slice")?;
+            b.arg(&dvol)
+                .arg(&drot)
+                .arg(&mut dout)
+                .arg(&m)
+                .arg(&d)
+                .arg(&nv)
+                .arg(&code)
+                .arg(&clip)
+                .arg(&r2);
+            self.run(b, "rcv_slice", (end - start) * d2)?;
+            self.download(&dout, &mut out[start * d2 * 2..end * d2 * 2])?;
+        }
+        Ok(())
+    }
+
+    fn backproject(
+        &self,
+        images: &[Complex<f32>],
+        geom: &SliceGeometry,
+        interp: Interp,
+        rotations: &[[f32; 9]],
+        acc: &mut [Complex<f64>],
+    ) -> Result<()> {
+        check_args(
+            "backproject",
+            geom,
+            rotations.len(),
+            acc.len(),
+            images.len(),
+            "images",
+        )?;
+        self.backproject_any(as_f32(images), 2, geom, interp, rotations, as_f64_mut(acc))
+    }
+
+    fn backproject_real(
+        &self,
+        values: &[f32],
+        geom: &SliceGeometry,
+        interp: Interp,
+        rotations: &[[f32; 9]],
+        acc: &mut [f64],
+    ) -> Result<()> {
+        check_args(
+            "backproject_real",
+            geom,
+            rotations.len(),
+            acc.len(),
+            values.len(),
+            "values",
+        )?;
+        self.backproject_any(values, 1, geom, interp, rotations, acc)
+    }
+
+    fn ctf(&self, params: &[CtfParams], d: usize, voxel_size: f64, out: &mut [f32]) -> Result<()> {
+        check_images(out.len(), params.len(), d, "CTF output")?;
+        if !(voxel_size.is_finite() && voxel_size > 0.0) {
+            return Err(Error::invalid(format!(
+                "CTF grid: the pixel size must be positive, got {voxel_size} Å"
+            )));
+        }
+        let n = params.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let d2 = d * d;
+        let inv = 1.0 / (d as f64 * voxel_size);
+        let _st = self.lock();
+        let chunk = chunk_images(d2 * 4);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let consts: Vec<f64> = params[start..end].iter().flat_map(ctf_constants).collect();
+            let dc = self.upload(&consts)?;
+            let mut dout = self.zeros::<f32>((end - start) * d2)?;
+            let (m, di) = ((end - start) as i32, d as i32);
+            let mut b = self.kernel("rcv_ctf")?;
+            b.arg(&dc).arg(&mut dout).arg(&m).arg(&di).arg(&inv);
+            self.run(b, "rcv_ctf", (end - start) * d2)?;
+            self.download(&dout, &mut out[start * d2..end * d2])?;
+        }
+        Ok(())
+    }
+
+    fn images_to_spectra(
+        &self,
+        images: &[f32],
+        d: usize,
+        shifts_px: &[[f32; 2]],
+        out: &mut [Complex<f32>],
+    ) -> Result<()> {
+        let n = shifts_px.len();
+        check_images(images.len(), n, d, "images")?;
+        check_images(out.len(), n, d, "spectra output")?;
+        check_even(d, "images_to_spectra")?;
+        if let Some((i, _)) = shifts_px
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !s[0].is_finite() || !s[1].is_finite())
+        {
+            return Err(Error::invalid(format!("shift {i} is not finite")));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let d2 = d * d;
+        let out = as_f32_mut(out);
+        let mut st = self.lock();
+        let chunk = chunk_images(d2 * 12);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let m = end - start;
+            let total = (m * d2) as i64;
+            let di = d as i32;
+            let dimg = self.upload(&images[start * d2..end * d2])?;
+            let shifts: Vec<f32> = shifts_px[start..end].iter().flatten().copied().collect();
+            let dshift = self.upload(&shifts)?;
+            let mut buf = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
+            let mut b = self.kernel("rcv_modulate_real")?;
+            b.arg(&dimg).arg(&mut buf).arg(&total).arg(&di);
+            self.run(b, "rcv_modulate_real", m * d2)?;
+            self.with_plan(&mut st, d, m, |plan| {
+                let mut dst = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
+                plan.exec_c2c(&mut buf, &mut dst, FftDirection::Forward)
+                    .map_err(|e| Error::device(format!("cuFFT forward: {e}")))?;
+                buf = dst;
+                Ok(())
+            })?;
+            let mut b = self.kernel("rcv_demodulate_shift")?;
+            b.arg(&mut buf).arg(&dshift).arg(&total).arg(&di);
+            self.run(b, "rcv_demodulate_shift", m * d2)?;
+            // float2 and two f32 have the same layout; download into the f32 view.
+            let host: Vec<cudarc::cufft::sys::float2> =
+                drv("download", self.stream.clone_dtoh(&buf))?;
+            for (o, v) in out[start * d2 * 2..end * d2 * 2]
+                .chunks_exact_mut(2)
+                .zip(&host)
+            {
+                o[0] = v.x;
+                o[1] = v.y;
+            }
+        }
+        Ok(())
+    }
+
+    fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()> {
+        if d == 0 || !spectra.len().is_multiple_of(d * d) {
+            return Err(Error::invalid(format!(
+                "spectra: {} values is not a whole number of {d}×{d} images",
+                spectra.len()
+            )));
+        }
+        let n = spectra.len() / (d * d);
+        check_images(out.len(), n, d, "image output")?;
+        check_even(d, "spectra_to_images")?;
+        if n == 0 {
+            return Ok(());
+        }
+        let d2 = d * d;
+        let spectra = as_f32(spectra);
+        let mut st = self.lock();
+        let chunk = chunk_images(d2 * 20);
+        for start in (0..n).step_by(chunk) {
+            let end = (start + chunk).min(n);
+            let m = end - start;
+            let total = (m * d2) as i64;
+            let di = d as i32;
+            let dspec = self.upload(&spectra[start * d2 * 2..end * d2 * 2])?;
+            let mut buf = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
+            let mut b = self.kernel("rcv_modulate_complex")?;
+            b.arg(&dspec).arg(&mut buf).arg(&total).arg(&di);
+            self.run(b, "rcv_modulate_complex", m * d2)?;
+            self.with_plan(&mut st, d, m, |plan| {
+                let mut dst = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
+                plan.exec_c2c(&mut buf, &mut dst, FftDirection::Inverse)
+                    .map_err(|e| Error::device(format!("cuFFT inverse: {e}")))?;
+                buf = dst;
+                Ok(())
+            })?;
+            let mut dout = self.zeros::<f32>(m * d2)?;
+            let mut b = self.kernel("rcv_demodulate_real")?;
+            b.arg(&buf).arg(&mut dout).arg(&total).arg(&di);
+            self.run(b, "rcv_demodulate_real", m * d2)?;
+            self.download(&dout, &mut out[start * d2..end * d2])?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthonormality_is_checked() {
+        let id = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+        check_orthonormal(&[id]).unwrap();
+        let mut bad = id;
+        bad[0] = 1.01;
+        let e = check_orthonormal(&[id, bad]).unwrap_err().to_string();
+        assert!(e.contains("rotation 1 is not orthonormal"), "{e}");
+    }
+
+    #[test]
+    fn chunks_fit_the_budget() {
+        assert_eq!(chunk_images(CHUNK_BYTES), 1);
+        assert_eq!(chunk_images(CHUNK_BYTES * 4), 1);
+        assert_eq!(chunk_images(256 * 256 * 8), CHUNK_BYTES / (256 * 256 * 8));
+        assert_eq!(chunk_images(0), 1 << 20);
+    }
+
+    #[test]
+    fn every_kernel_named_is_defined_in_its_source() {
+        for (file, src, fns) in KERNEL_SOURCES {
+            for f in *fns {
+                assert!(
+                    src.contains(&format!("extern \"C\" __global__ void {f}(")),
+                    "{file} does not define {f}"
+                );
+            }
+            let defined = src.matches("extern \"C\" __global__").count();
+            assert_eq!(defined, fns.len(), "{file}: kernels not listed");
+        }
+    }
+
+    #[test]
+    fn a_missing_gpu_is_an_error_not_a_panic() {
+        // Whatever this machine has, device 4096 does not exist.
+        let e = CudaBackend::new(4096).unwrap_err();
+        assert!(matches!(e, Error::Device(_)), "{e:?}");
+        assert!(e.to_string().starts_with("cuda:4096"), "{e}");
+    }
+}
