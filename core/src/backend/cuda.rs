@@ -70,9 +70,9 @@ pub const KERNEL_SOURCES: &[(&str, &str, &[&str])] = &[
 /// kernels need nothing newer).
 pub const BASELINE_ARCH: &str = "compute_75";
 
-/// Largest device buffer of images one chunk may use, bytes (the volume and the accumulator
-/// come on top). A constant, so that chunking is a function of the call alone.
-const CHUNK_BYTES: usize = 512 << 20;
+/// Default largest device buffer of images one chunk may use, bytes (the volume and the
+/// accumulator come on top). Chunking never changes a result (module docs).
+pub const CHUNK_BYTES: usize = 512 << 20;
 
 /// Rotations must be orthonormal to this tolerance (`max |R Rᵀ − I|`) for the gather's
 /// candidate-pixel window to be exact; rotation matrices read from files are, to f32
@@ -170,6 +170,7 @@ pub struct CudaBackend {
     stream: Arc<CudaStream>,
     kernels: Kernels,
     state: Mutex<State>,
+    chunk_bytes: usize,
 }
 
 impl std::fmt::Debug for CudaBackend {
@@ -232,7 +233,20 @@ impl CudaBackend {
             state: Mutex::new(State {
                 plans: HashMap::new(),
             }),
+            chunk_bytes: CHUNK_BYTES,
         })
+    }
+
+    /// The same backend cutting calls into chunks of at most `bytes` of image buffers
+    /// (≥ 1 image per chunk): less device memory, the same results.
+    pub fn with_chunk_bytes(mut self, bytes: usize) -> Self {
+        self.chunk_bytes = bytes.max(1);
+        self
+    }
+
+    /// Images per chunk for `bytes_per_image` of device buffers per image.
+    fn chunk_images(&self, bytes_per_image: usize) -> usize {
+        chunk_images(self.chunk_bytes, bytes_per_image)
     }
 
     /// "cuda:0 (NVIDIA H100 80GB HBM3, compute 9.0, 79.1 GiB)".
@@ -331,9 +345,9 @@ fn compile_for(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
     compile_kernels(arch)
 }
 
-/// Images per chunk for `bytes_per_image` of device buffers per image.
-fn chunk_images(bytes_per_image: usize) -> usize {
-    (CHUNK_BYTES / bytes_per_image.max(1)).clamp(1, 1 << 20)
+/// Images per chunk of at most `budget` bytes, `bytes_per_image` each (at least one).
+fn chunk_images(budget: usize, bytes_per_image: usize) -> usize {
+    (budget / bytes_per_image.max(1)).clamp(1, 1 << 20)
 }
 
 /// `RRᵀ = I` to [`ORTHONORMAL_TOL`] for each rotation (the gather's window assumes it).
@@ -406,7 +420,7 @@ fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result<()> {
 }
 
 fn check_even(d: usize, what: &str) -> Result<()> {
-    if d < 2 || d % 2 != 0 {
+    if d < 2 || !d.is_multiple_of(2) {
         return Err(Error::invalid(format!(
             "{what}: the CUDA backend needs an even image side, got {d}"
         )));
@@ -447,7 +461,7 @@ impl CudaBackend {
         };
         let _st = self.lock();
         let mut dacc = self.upload(acc)?;
-        let chunk = chunk_images(d2 * comps * 4);
+        let chunk = self.chunk_images(d2 * comps * 4);
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let dvals = self.upload(&vals[start * d2 * comps..end * d2 * comps])?;
@@ -504,7 +518,7 @@ impl Backend for CudaBackend {
         let (clip, r2) = clip_args(geom);
         let _st = self.lock();
         let dvol = self.upload(as_f32(volume))?;
-        let chunk = chunk_images(d2 * 8);
+        let chunk = self.chunk_images(d2 * 8);
         let out = as_f32_mut(out);
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
@@ -584,7 +598,7 @@ impl Backend for CudaBackend {
         let d2 = d * d;
         let inv = 1.0 / (d as f64 * voxel_size);
         let _st = self.lock();
-        let chunk = chunk_images(d2 * 4);
+        let chunk = self.chunk_images(d2 * 4);
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let consts: Vec<f64> = params[start..end].iter().flat_map(ctf_constants).collect();
@@ -623,7 +637,7 @@ impl Backend for CudaBackend {
         let d2 = d * d;
         let out = as_f32_mut(out);
         let mut st = self.lock();
-        let chunk = chunk_images(d2 * 12);
+        let chunk = self.chunk_images(d2 * 12);
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let m = end - start;
@@ -676,7 +690,7 @@ impl Backend for CudaBackend {
         let d2 = d * d;
         let spectra = as_f32(spectra);
         let mut st = self.lock();
-        let chunk = chunk_images(d2 * 20);
+        let chunk = self.chunk_images(d2 * 20);
         for start in (0..n).step_by(chunk) {
             let end = (start + chunk).min(n);
             let m = end - start;
@@ -720,10 +734,14 @@ mod tests {
 
     #[test]
     fn chunks_fit_the_budget() {
-        assert_eq!(chunk_images(CHUNK_BYTES), 1);
-        assert_eq!(chunk_images(CHUNK_BYTES * 4), 1);
-        assert_eq!(chunk_images(256 * 256 * 8), CHUNK_BYTES / (256 * 256 * 8));
-        assert_eq!(chunk_images(0), 1 << 20);
+        assert_eq!(chunk_images(CHUNK_BYTES, CHUNK_BYTES), 1);
+        assert_eq!(chunk_images(CHUNK_BYTES, CHUNK_BYTES * 4), 1);
+        assert_eq!(
+            chunk_images(CHUNK_BYTES, 256 * 256 * 8),
+            CHUNK_BYTES / (256 * 256 * 8)
+        );
+        assert_eq!(chunk_images(CHUNK_BYTES, 0), 1 << 20);
+        assert_eq!(chunk_images(1000, 300), 3);
     }
 
     #[test]

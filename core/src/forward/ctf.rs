@@ -103,8 +103,7 @@ impl Consts {
 /// The per-image constants of the formula in the order the GPU kernel reads them
 /// (kernels/image.cu): dfU, dfV, cos 2a, sin 2a, k_df, k_cs, phase, sqrt(1 − w²), w,
 /// −B/4, contrast. Computed here, once, so both backends start from the same numbers.
-#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
-pub(crate) fn ctf_constants(p: &CtfParams) -> [f64; 11] {
+pub fn ctf_constants(p: &CtfParams) -> [f64; 11] {
     let c = Consts::new(p);
     [
         c.dfu,
