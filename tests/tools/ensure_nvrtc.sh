@@ -2,7 +2,7 @@
 # Make sure NVRTC (the CUDA runtime compiler, libnvrtc.so.13) is available so that the CUDA
 # kernels can be compiled to PTX in a test (core/tests/cuda_kernels_compile.rs) on a machine
 # without a GPU or a CUDA toolkit. Idempotent.
-#   - fetches the PyPI wheel nvidia-cuda-nvrtc (CUDA 13, NVIDIA's redistributable, ~90 MB
+#   - fetches the PyPI wheel nvidia-cuda-nvrtc (CUDA 13, NVIDIA's redistributable, ~115 MB
 #     unpacked) with Python's standard library only (no pip or venv needed), and unpacks its
 #     libraries into $RECOVAR_NVRTC_DIR (default ~/.cache/recovar/nvrtc-<version>);
 #   - does nothing when they are already there.
@@ -41,7 +41,8 @@ n = 0
 with zipfile.ZipFile(io.BytesIO(data)) as z:
     for name in z.namelist():
         base = os.path.basename(name)
-        if "/lib/" in name and base.startswith("libnvrtc"):
+        # libnvrtc.so.13 and its builtins; the ".alt" copies are not needed.
+        if "/lib/" in name and base.startswith("libnvrtc") and ".alt." not in base:
             with open(os.path.join(dest + ".part", base), "wb") as f:
                 f.write(z.read(name))
             n += 1

@@ -31,12 +31,13 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use num_complex::Complex;
 
-use super::Backend;
+use super::{Backend, CpuBackend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
 use crate::forward::ctf::ctf_constants;
 use crate::forward::slice::{check_args, check_rotations};
 use crate::forward::{Interp, SliceGeometry};
+use crate::rng::Rng;
 
 /// Prepended to every kernel source (NVRTC gets one string and no include paths).
 pub const KERNEL_COMMON: &str = include_str!("../../../kernels/common.cuh");
@@ -222,7 +223,7 @@ impl CudaBackend {
             }
         }
         let stream = ctx.default_stream();
-        Ok(CudaBackend {
+        let backend = CudaBackend {
             description: format!(
                 "{name} ({dev_name}, compute {major}.{minor}, {:.1} GiB)",
                 total as f64 / (1u64 << 30) as f64
@@ -234,7 +235,106 @@ impl CudaBackend {
                 plans: HashMap::new(),
             }),
             chunk_bytes: CHUNK_BYTES,
-        })
+        };
+        backend.self_check().map_err(|e| {
+            Error::device(format!(
+                "{} failed its self-check against the CPU backend, not used: {e}",
+                backend.description
+            ))
+        })?;
+        Ok(backend)
+    }
+
+    /// Every operation on small random inputs against [`CpuBackend`], with the tolerances
+    /// of the tests (core/tests/cuda_backend.rs). Milliseconds; run when the backend is
+    /// opened so that a driver, compiler or device that computes wrongly is refused (and
+    /// `auto` falls back to the CPU) instead of giving wrong volumes.
+    pub fn self_check(&self) -> Result<()> {
+        let cpu = CpuBackend::new();
+        let mut rng = Rng::new(0x5e1f);
+        let (d, n) = (16usize, 5usize);
+        let geom = SliceGeometry::new(d, 2 * d)?;
+        let rots: Vec<[f32; 9]> = (0..n).map(|_| rng.rotation().map(|v| v as f32)).collect();
+        let cplx = |rng: &mut Rng, len: usize| -> Vec<Complex<f32>> {
+            (0..len)
+                .map(|_| Complex::new(rng.normal() as f32, rng.normal() as f32))
+                .collect()
+        };
+        let vol = cplx(&mut rng, geom.volume_len());
+        let images = cplx(&mut rng, n * d * d);
+        let real: Vec<f32> = (0..n * d * d).map(|_| rng.normal() as f32).collect();
+        let check = |what: &str, got: &[f64], want: &[f64], tol: f64| -> Result<()> {
+            let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let diff = got
+                .iter()
+                .zip(want)
+                .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
+            if diff.is_finite() && diff <= tol * scale.max(f64::MIN_POSITIVE) {
+                Ok(())
+            } else {
+                Err(Error::device(format!(
+                    "{what}: relative difference {:.2e} > {tol:.0e}",
+                    diff / scale
+                )))
+            }
+        };
+        let wide = |v: &[Complex<f32>]| -> Vec<f64> {
+            v.iter().flat_map(|c| [c.re as f64, c.im as f64]).collect()
+        };
+        for interp in [Interp::Nearest, Interp::Trilinear, Interp::Cubic] {
+            let mut a = vec![Complex::new(0.0f32, 0.0); n * d * d];
+            let mut b = a.clone();
+            self.slice(&vol, &geom, interp, &rots, &mut a)?;
+            cpu.slice(&vol, &geom, interp, &rots, &mut b)?;
+            check(&format!("slice ({interp:?})"), &wide(&a), &wide(&b), 1e-6)?;
+            let mut a = vec![Complex::new(0.0f64, 0.0); geom.volume_len()];
+            let mut b = a.clone();
+            self.backproject(&images, &geom, interp, &rots, &mut a)?;
+            cpu.backproject(&images, &geom, interp, &rots, &mut b)?;
+            let flat =
+                |v: &[Complex<f64>]| -> Vec<f64> { v.iter().flat_map(|c| [c.re, c.im]).collect() };
+            check(
+                &format!("backprojection ({interp:?})"),
+                &flat(&a),
+                &flat(&b),
+                1e-12,
+            )?;
+        }
+        let mut a = vec![0.0f64; geom.volume_len()];
+        let mut b = a.clone();
+        self.backproject_real(&real, &geom, Interp::Trilinear, &rots, &mut a)?;
+        cpu.backproject_real(&real, &geom, Interp::Trilinear, &rots, &mut b)?;
+        check("real backprojection", &a, &b, 1e-12)?;
+        let params: Vec<CtfParams> = (0..n)
+            .map(|i| CtfParams {
+                defocus_u: 10000.0 + 3000.0 * i as f32,
+                defocus_v: 9000.0 + 2500.0 * i as f32,
+                defocus_angle_deg: 20.0 * i as f32,
+                voltage_kv: 300.0,
+                cs_mm: 2.7,
+                amp_contrast: 0.1,
+                phase_shift_deg: 0.0,
+                bfactor: 10.0 * i as f32,
+                contrast: 1.0,
+            })
+            .collect();
+        let mut a = vec![0.0f32; n * d * d];
+        let mut b = a.clone();
+        self.ctf(&params, d, 1.5, &mut a)?;
+        cpu.ctf(&params, d, 1.5, &mut b)?;
+        let w32 = |v: &[f32]| -> Vec<f64> { v.iter().map(|&x| x as f64).collect() };
+        check("CTF", &w32(&a), &w32(&b), 1e-6)?;
+        let shifts: Vec<[f32; 2]> = (0..n).map(|i| [0.5 * i as f32, -0.25 * i as f32]).collect();
+        let mut a = vec![Complex::new(0.0f32, 0.0); n * d * d];
+        let mut b = a.clone();
+        self.images_to_spectra(&real, d, &shifts, &mut a)?;
+        cpu.images_to_spectra(&real, d, &shifts, &mut b)?;
+        check("images to spectra", &wide(&a), &wide(&b), 1e-5)?;
+        let mut a = vec![0.0f32; n * d * d];
+        let mut b = a.clone();
+        self.spectra_to_images(&images, d, &mut a)?;
+        cpu.spectra_to_images(&images, d, &mut b)?;
+        check("spectra to images", &w32(&a), &w32(&b), 1e-5)
     }
 
     /// The same backend cutting calls into chunks of at most `bytes` of image buffers
