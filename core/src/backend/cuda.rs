@@ -387,12 +387,14 @@ impl CudaBackend {
         drv("upload", self.stream.clone_htod(data))
     }
 
-    fn download<T: cudarc::driver::DeviceRepr + Default + Clone>(
+    fn download<T: cudarc::driver::DeviceRepr>(
         &self,
         src: &CudaSlice<T>,
         out: &mut [T],
     ) -> Result<()> {
-        drv("download", self.stream.memcpy_dtoh(src, out))
+        drv("download", self.stream.memcpy_dtoh(src, out))?;
+        // An asynchronous copy into pageable memory may return before it lands.
+        drv("synchronize", self.stream.synchronize())
     }
 
     fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
@@ -760,9 +762,8 @@ impl Backend for CudaBackend {
             let mut b = self.kernel("rcv_demodulate_shift")?;
             b.arg(&mut buf).arg(&dshift).arg(&total).arg(&di);
             self.run(b, "rcv_demodulate_shift", m * d2)?;
-            // float2 and two f32 have the same layout; download into the f32 view.
-            let host: Vec<cudarc::cufft::sys::float2> =
-                drv("download", self.stream.clone_dtoh(&buf))?;
+            let mut host = vec![cudarc::cufft::sys::float2 { x: 0.0, y: 0.0 }; m * d2];
+            self.download(&buf, &mut host)?;
             for (o, v) in out[start * d2 * 2..end * d2 * 2]
                 .chunks_exact_mut(2)
                 .zip(&host)
