@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use num_complex::Complex;
 
-use super::Backend;
+use super::{check_images, Backend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
 use crate::forward::ctf::CtfEvaluator;
@@ -163,17 +163,4 @@ impl Backend for CpuBackend {
         self.run(|| fft2_inverse_batch(&plan, spectra, out));
         Ok(())
     }
-}
-
-/// `len` must hold `n` images of `d × d`.
-fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result<()> {
-    let want = n.checked_mul(d).and_then(|v| v.checked_mul(d));
-    if d == 0 || want != Some(len) {
-        return Err(Error::invalid(format!(
-            "{what}: {len} values given; {n} images of {d}×{d} need {}",
-            want.map(|w| w.to_string())
-                .unwrap_or_else(|| "more than fits".into())
-        )));
-    }
-    Ok(())
 }

@@ -31,7 +31,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use num_complex::Complex;
 
-use super::{Backend, CpuBackend};
+use super::{check_images, Backend, CpuBackend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
 use crate::forward::ctf::ctf_constants;
@@ -507,18 +507,6 @@ fn as_f32_mut(v: &mut [Complex<f32>]) -> &mut [f32] {
 fn as_f64_mut(v: &mut [Complex<f64>]) -> &mut [f64] {
     // SAFETY: Complex<f64> is repr(C) with two f64 fields.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f64>(), v.len() * 2) }
-}
-
-fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result<()> {
-    let want = n.checked_mul(d).and_then(|v| v.checked_mul(d));
-    if d == 0 || want != Some(len) {
-        return Err(Error::invalid(format!(
-            "{what}: {len} values given; {n} images of {d}×{d} need {}",
-            want.map(|w| w.to_string())
-                .unwrap_or_else(|| "more than fits".into())
-        )));
-    }
-    Ok(())
 }
 
 fn check_even(d: usize, what: &str) -> Result<()> {

@@ -26,7 +26,7 @@ pub use device::{select, Device, Selected};
 use num_complex::Complex;
 
 use crate::dataset::CtfParams;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::forward::{Interp, SliceGeometry};
 
 /// The batched operations of the image-formation model.
@@ -131,4 +131,17 @@ impl ImageBatch {
             params,
         })
     }
+}
+
+/// `len` must hold `n` images of `d × d`.
+pub(crate) fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result<()> {
+    let want = n.checked_mul(d).and_then(|v| v.checked_mul(d));
+    if d == 0 || want != Some(len) {
+        return Err(Error::invalid(format!(
+            "{what}: {len} values given; {n} images of {d}×{d} need {}",
+            want.map(|w| w.to_string())
+                .unwrap_or_else(|| "more than fits".into())
+        )));
+    }
+    Ok(())
 }
