@@ -71,9 +71,11 @@ pub const KERNEL_SOURCES: &[(&str, &str, &[&str])] = &[
 /// kernels need nothing newer).
 pub const BASELINE_ARCH: &str = "compute_75";
 
-/// Default largest device buffer of images one chunk may use, bytes (the volume and the
-/// accumulator come on top). Chunking never changes a result (module docs).
-pub const CHUNK_BYTES: usize = 512 << 20;
+/// Device memory for the image buffers of one chunk: an eighth of the memory free when the
+/// backend opens, within these bounds (the volume and the accumulator come on top).
+/// Chunking never changes a result (module docs), so this only trades memory for launches.
+const MIN_CHUNK_BYTES: usize = 64 << 20;
+const MAX_CHUNK_BYTES: usize = 2 << 30;
 
 /// Rotations must be orthonormal to this tolerance (`max |R Rᵀ − I|`) for the gather's
 /// candidate-pixel window to be exact; rotation matrices read from files are, to f32
@@ -204,7 +206,7 @@ impl CudaBackend {
             .map_err(|e| Error::device(format!("{name}: cannot create a context: {e}")))?;
         let (major, minor) = drv("compute capability", ctx.compute_capability())?;
         let dev_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
-        let (_, total) = drv("memory query", ctx.mem_get_info())?;
+        let (free, total) = drv("memory query", ctx.mem_get_info())?;
         let arch = format!("compute_{major}{minor}");
         let ptx = compile_for(&arch).map_err(|e| {
             Error::device(format!(
@@ -234,7 +236,7 @@ impl CudaBackend {
             state: Mutex::new(State {
                 plans: HashMap::new(),
             }),
-            chunk_bytes: CHUNK_BYTES,
+            chunk_bytes: (free / 8).clamp(MIN_CHUNK_BYTES, MAX_CHUNK_BYTES),
         };
         backend.self_check().map_err(|e| {
             Error::device(format!(
@@ -823,13 +825,14 @@ mod tests {
 
     #[test]
     fn chunks_fit_the_budget() {
-        assert_eq!(chunk_images(CHUNK_BYTES, CHUNK_BYTES), 1);
-        assert_eq!(chunk_images(CHUNK_BYTES, CHUNK_BYTES * 4), 1);
+        let budget = MIN_CHUNK_BYTES;
+        assert_eq!(chunk_images(budget, budget), 1);
+        assert_eq!(chunk_images(budget, budget * 4), 1);
         assert_eq!(
-            chunk_images(CHUNK_BYTES, 256 * 256 * 8),
-            CHUNK_BYTES / (256 * 256 * 8)
+            chunk_images(budget, 256 * 256 * 8),
+            budget / (256 * 256 * 8)
         );
-        assert_eq!(chunk_images(CHUNK_BYTES, 0), 1 << 20);
+        assert_eq!(chunk_images(budget, 0), 1 << 20);
         assert_eq!(chunk_images(1000, 300), 3);
     }
 
