@@ -153,6 +153,12 @@ __device__ void rcv_backproject_voxel(const float* vals, const float* rots, doub
     int periodic = interp == RCV_CUBIC ? 1 : 0;
     // Radius of the image's pixels in grid units (all of the square without clipping).
     float r_pix = clip ? sqrtf(r2) : 0.70711f * (float)d;
+    if (!periodic) {
+        // Beyond the reach of every pixel of every image: nothing to read or write.
+        float u0 = (float)x - c, u1 = (float)y - c, u2 = (float)z - c;
+        float norm = sqrtf(u0 * u0 + u1 * u1 + u2 * u2);
+        if (norm > (float)s * r_pix + reach * 1.7320508f + 0.05f + 2e-4f * norm + 1.0f) return;
+    }
     double ar = CPLX ? acc[2 * vox] : acc[vox];
     double ai = CPLX ? acc[2 * vox + 1] : 0.0;
     for (int i = 0; i < n_img; i++) {
