@@ -108,6 +108,17 @@
 // memory_option: as --very-low-memory-option.
 #define RCV_MEMORY_VERY_LOW 2
 
+// device of rcv_model_options / rcv_kernel_options: a CUDA GPU (number 0) when a driver,
+// NVRTC, cuFFT and a device are present, else the CPU (default; never fails). In
+// rcv_kernel_options passed to rcv_model_generate it means the model's device.
+#define RCV_DEVICE_AUTO 0
+
+// device: the CPU (all cores).
+#define RCV_DEVICE_CPU 1
+
+// device: CUDA GPU number device_index; RCV_ERR_DEVICE when it cannot be used.
+#define RCV_DEVICE_CUDA 2
+
 // Status codes: 0 is success, negative values are errors.
 typedef enum rcv_status {
   // Success.
@@ -126,6 +137,9 @@ typedef enum rcv_status {
   RCV_ERR_CANCELLED = -6,
   // A bug in the library (a caught panic); the message says where.
   RCV_ERR_INTERNAL = -7,
+  // The compute device asked for cannot be used or failed (no CUDA driver, NVRTC or
+  // cuFFT, no such GPU, out of device memory); the message names the device and why.
+  RCV_ERR_DEVICE = -8,
 } rcv_status;
 
 // An opened dataset: particle images (read lazily) + poses + CTF + indices + halfsets.
@@ -196,6 +210,12 @@ typedef struct rcv_model_options {
   uint64_t memory_budget;
   // Seed of random choices (default 0).
   uint64_t seed;
+  // Where the stages and generation run: one of the RCV_DEVICE_* values (default
+  // RCV_DEVICE_AUTO; also what a caller built before this field existed gets). The
+  // model chooses its backend once, in rcv_model_create.
+  int32_t device;
+  // The GPU number with RCV_DEVICE_CUDA (default 0); must be 0 otherwise.
+  int32_t device_index;
 } rcv_model_options;
 
 // Options of kernel regression (rcv_model_generate, rcv_generate_from_embedding).
@@ -213,6 +233,13 @@ typedef struct rcv_kernel_options {
   double bfactor;
   // Images per batch; 0 chooses from a 2 GB budget. Results never depend on it.
   size_t batch_size;
+  // Where the volume is generated: one of the RCV_DEVICE_* values. RCV_DEVICE_AUTO
+  // (default) is the model's device in rcv_model_generate, and a GPU when one is usable
+  // (else the CPU) in rcv_generate_from_embedding; it is also what a caller built
+  // before this field existed gets.
+  int32_t device;
+  // The GPU number with RCV_DEVICE_CUDA (default 0); must be 0 otherwise.
+  int32_t device_index;
 } rcv_kernel_options;
 
 // Progress callback of long calls: `stage` names the running step (NUL-terminated, valid
@@ -290,18 +317,26 @@ void rcv_kernel_options_init(struct rcv_kernel_options *opts);
 
 // Create a model of `dataset` with `options` (NULL = defaults); no stage is run yet. The
 // model keeps its own reference to the dataset's images: the caller may free the dataset
-// handle afterwards. The dataset needs poses and CTF.
+// handle afterwards. The dataset needs poses and CTF. The device (`options.device`) is
+// chosen here, once: RCV_ERR_DEVICE when an explicit GPU cannot be used.
 enum rcv_status rcv_model_create(const struct rcv_dataset *dataset,
                                  const struct rcv_model_options *options,
                                  struct rcv_model **out);
 
 // Load a model from the output folder of `recovar pipeline` (or of rcv_model_save): mean,
 // noise, eigenvalues, eigenvolumes, embeddings. Its particles are reopened when they
-// still exist (needed by rcv_model_generate only). A loaded model cannot run stages.
+// still exist (needed by rcv_model_generate only). A loaded model cannot run stages. Its
+// device is RCV_DEVICE_AUTO (rcv_kernel_options.device chooses another per call).
 enum rcv_status rcv_model_load(const char *pipeline_dir, struct rcv_model **out);
 
 // Release a model. NULL is a no-op.
 void rcv_model_free(struct rcv_model *model);
+
+// The model's device, as a line for a log: e.g. "device: cpu (8 threads)", "device:
+// cuda:0 (NVIDIA H100 80GB HBM3, compute 9.0, 79.1 GiB)", or for auto without a GPU
+// "device: cpu (8 threads); auto: no usable GPU, ..." (why). `*out` points to a
+// NUL-terminated UTF-8 string owned by the model, valid until rcv_model_free.
+enum rcv_status rcv_model_device(const struct rcv_model *model, const char **out);
 
 // Run `stage` (an RCV_STAGE_* value; and the earlier stages it needs) with progress reports to `progress`
 // (may be NULL). On cancellation the model keeps the stages finished before it.
@@ -373,7 +408,8 @@ enum rcv_status rcv_model_embedding(const struct rcv_model *model,
 
 // Generate a volume by kernel regression at the latent `point` (zdim values) from the
 // model's own embedding of dimension `zdim` (as `recovar compute_state`). `options` may be
-// NULL (defaults). On success `*out` holds a new volume to release with rcv_volume_free.
+// NULL (defaults); it runs on the model's device unless `options.device` names another.
+// On success `*out` holds a new volume to release with rcv_volume_free.
 enum rcv_status rcv_model_generate(const struct rcv_model *model,
                                    size_t zdim,
                                    int32_t regularized,
@@ -388,7 +424,8 @@ enum rcv_status rcv_model_generate(const struct rcv_model *model,
 // (e.g. cryoDRGN's z.pkl, read with rcv_read_embedding): `zs` holds one row of `zdim`
 // values per image of `dataset`, or per particle of its file. `precisions` (rows × zdim ×
 // zdim) may be NULL with length 0 for the identity. The noise is estimated from the
-// dataset, as `recovar generate_from_embedding` does. No pipeline run is needed.
+// dataset, as `recovar generate_from_embedding` does. No pipeline run is needed. The
+// device (`options.device`, auto by default) is chosen for each call.
 enum rcv_status rcv_generate_from_embedding(const struct rcv_dataset *dataset,
                                             const float *zs,
                                             size_t zs_len,

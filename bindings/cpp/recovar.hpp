@@ -51,6 +51,7 @@ inline const char *status_name(rcv_status status) noexcept {
     case RCV_ERR_INCONSISTENT: return "RCV_ERR_INCONSISTENT";
     case RCV_ERR_CANCELLED: return "RCV_ERR_CANCELLED";
     case RCV_ERR_INTERNAL: return "RCV_ERR_INTERNAL";
+    case RCV_ERR_DEVICE: return "RCV_ERR_DEVICE";
     }
     return "RCV_ERR_UNKNOWN";
 }
@@ -109,6 +110,16 @@ enum class MemoryOption : std::int32_t {
     Normal = RCV_MEMORY_NORMAL,
     Low = RCV_MEMORY_LOW,
     VeryLow = RCV_MEMORY_VERY_LOW,
+};
+
+/// Where the heavy operations run (ModelOptions::device, KernelOptions::device). Auto: a
+/// CUDA GPU when a driver, NVRTC, cuFFT and a device are present, else the CPU (never
+/// fails); Cuda: GPU number `index`, Error with RCV_ERR_DEVICE when it cannot be used.
+/// Results agree to rounding whichever runs them.
+enum class Device : std::int32_t {
+    Auto = RCV_DEVICE_AUTO,
+    Cpu = RCV_DEVICE_CPU,
+    Cuda = RCV_DEVICE_CUDA,
 };
 
 namespace detail {
@@ -352,6 +363,13 @@ class ModelOptions {
         c_.seed = s;
         return *this;
     }
+    /// The device of the model's stages and generation, chosen once by Model::create
+    /// (default Device::Auto); `index` is the GPU number with Device::Cuda.
+    ModelOptions &device(Device d, std::int32_t index = 0) {
+        c_.device = static_cast<std::int32_t>(d);
+        c_.device_index = index;
+        return *this;
+    }
 
     /// The C struct, pointing into this object's strings (valid while it lives unchanged).
     rcv_model_options to_c() const {
@@ -395,6 +413,14 @@ class KernelOptions {
     }
     KernelOptions &batch_size(std::size_t v) {
         c_.batch_size = v;
+        return *this;
+    }
+    /// The device of this generation (default Device::Auto: the model's device in
+    /// Model::generate, a GPU when usable in generate_from_embedding); `index` is the GPU
+    /// number with Device::Cuda.
+    KernelOptions &device(Device d, std::int32_t index = 0) {
+        c_.device = static_cast<std::int32_t>(d);
+        c_.device_index = index;
         return *this;
     }
     const rcv_kernel_options &to_c() const noexcept { return c_; }
@@ -496,6 +522,13 @@ class Model {
     /// Write the pipeline's output layout into `dir`.
     void save(const std::string &dir) const {
         detail::check(rcv_model_save(handle_.get(), dir.c_str()));
+    }
+    /// The model's device as a line for a log, e.g. "device: cpu (8 threads)" or
+    /// "device: cuda:0 (NVIDIA H100 ..., compute 9.0, 79.1 GiB)".
+    std::string device() const {
+        const char *s = nullptr;
+        detail::check(rcv_model_device(handle_.get(), &s));
+        return s ? std::string(s) : std::string();
     }
 
     std::size_t box_size() const { return get_size(&rcv_model_box_size); }

@@ -78,6 +78,11 @@ export declare class Dataset {
   get totalInFile(): number;
 }
 
+/** Where the heavy operations run, as the command line's --device: "auto" (a CUDA GPU when
+ * a driver, NVRTC, cuFFT and a device are present, else the CPU), "cpu", "cuda" (GPU 0) or
+ * "cuda:N". Results agree to rounding whichever runs them. */
+export type Device = 'auto' | 'cpu' | 'cuda' | `cuda:${number}`;
+
 /** Kernel-regression options (defaults as the command line's). */
 export interface KernelOptions {
   /** Bins (candidate neighbourhood sizes), default 50. */
@@ -90,6 +95,9 @@ export interface KernelOptions {
   maskradFraction?: number;
   /** Images per batch (memory only, never the results); default: as many as 2 GB holds, at most 2048. */
   batchSize?: number;
+  /** Where this volume is generated; default: the model's device (Model#generate), "auto"
+   * (generateFromEmbedding). An explicit GPU that cannot be used rejects, naming it. */
+  device?: Device;
   onProgress?: ProgressCallback;
 }
 
@@ -156,6 +164,15 @@ export interface ModelOptions {
   memoryBudget?: number;
   /** Seed of random choices, default 0. */
   seed?: number;
+  /** Where the stages and generation run, default "auto"; chosen once by Model.create, which
+   * throws when an explicit GPU cannot be used. */
+  device?: Device;
+}
+
+/** Options of Model.load. */
+export interface LoadOptions {
+  /** As ModelOptions.device, default "auto". */
+  device?: Device;
 }
 
 /** An embedding of a model: rows × zdim coordinates, rows × zdim² precisions, rows contrasts. */
@@ -174,7 +191,10 @@ export declare class Model {
   /** A model of `dataset` (copied; it needs poses and CTF) with no stage run yet. */
   static create(dataset: Dataset, options?: ModelOptions): Model;
   /** Load the output folder of `recovar pipeline` or of Model#save. */
-  static load(dir: string): Promise<Model>;
+  static load(dir: string, options?: LoadOptions): Promise<Model>;
+  /** The device chosen, as a line for a log: "device: cpu (8 threads)", "device: cuda:0 (…)";
+   * for "auto" without a GPU it also says why none was used. */
+  get device(): string;
   /** Run a stage and the earlier ones it needs (a stage already done is not rerun). */
   runStage(stage: Stage, onProgress?: ProgressCallback): Promise<void>;
   /** Whether a stage's results are there ("all": every stage's). */

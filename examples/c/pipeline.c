@@ -49,10 +49,14 @@ int main(int argc, char **argv) {
     mopts.zdims = zdims;
     mopts.n_zdims = 2;
     mopts.memory_option = RCV_MEMORY_LOW; /* small test data: fewer columns */
+    /* mopts.device = RCV_DEVICE_CPU;  (default RCV_DEVICE_AUTO: a CUDA GPU when usable) */
     rcv_model *model = NULL;
     rcv_status st = rcv_model_create(ds, &mopts, &model);
     rcv_dataset_free(ds);
     if (st != RCV_OK) return fail("model");
+    const char *device = NULL;
+    rcv_model_device(model, &device);
+    printf("%s\n", device); /* e.g. "device: cpu (8 threads); auto: no usable GPU, ..." */
 
     const int32_t stages[4] = {RCV_STAGE_MEAN, RCV_STAGE_NOISE, RCV_STAGE_COVARIANCE,
                                RCV_STAGE_EMBEDDING};

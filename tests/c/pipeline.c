@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -168,6 +169,80 @@ static void error_paths(const rcv_model *model) {
   CHECK(rcv_model_create(NULL, &mo, &m) == RCV_ERR_INVALID_ARGUMENT, "NULL dataset");
 }
 
+/* Device selection: a CPU model says so; a GPU that exists nowhere is RCV_ERR_DEVICE naming
+ * it (never a silent fallback); bad values are invalid arguments; a caller built before the
+ * device fields existed (smaller struct_size) gets auto, whatever follows its struct. */
+static void device_paths(const rcv_dataset *ds, const rcv_model *cpu_model) {
+  const char *note = NULL;
+  OK(rcv_model_device(cpu_model, &note));
+  CHECK(note != NULL && strncmp(note, "device: cpu", 11) == 0, "note: %s", note ? note : "");
+  CHECK(note != NULL && strstr(note, "auto") == NULL, "an explicit CPU is not auto: %s",
+        note ? note : "");
+  CHECK(rcv_model_device(NULL, &note) == RCV_ERR_INVALID_ARGUMENT, "NULL model");
+  CHECK(rcv_model_device(cpu_model, NULL) == RCV_ERR_INVALID_ARGUMENT, "NULL out");
+
+  rcv_model_options mo;
+  rcv_model *m = NULL;
+  rcv_model_options_init(&mo);
+  CHECK(mo.device == RCV_DEVICE_AUTO && mo.device_index == 0, "defaults %d %d", mo.device,
+        mo.device_index);
+  mo.device = RCV_DEVICE_CUDA;
+  mo.device_index = 4096;
+  CHECK(rcv_model_create(ds, &mo, &m) == RCV_ERR_DEVICE && m == NULL, "cuda:4096");
+  CHECK(strstr(rcv_last_error_message(), "cuda:4096") != NULL, "message names the device: %s",
+        rcv_last_error_message());
+
+  mo.device = 7;
+  mo.device_index = 0;
+  CHECK(rcv_model_create(ds, &mo, &m) == RCV_ERR_INVALID_ARGUMENT && m == NULL, "kind 7");
+  CHECK(strstr(rcv_last_error_message(), "options.device = 7") != NULL, "message: %s",
+        rcv_last_error_message());
+  mo.device = RCV_DEVICE_CUDA;
+  mo.device_index = -1;
+  CHECK(rcv_model_create(ds, &mo, &m) == RCV_ERR_INVALID_ARGUMENT && m == NULL, "index -1");
+  mo.device = RCV_DEVICE_CPU;
+  mo.device_index = 1;
+  CHECK(rcv_model_create(ds, &mo, &m) == RCV_ERR_INVALID_ARGUMENT && m == NULL,
+        "an index without RCV_DEVICE_CUDA");
+
+  /* An older caller's struct ends before `device`: garbage after it is never read. */
+  mo.device = 99;
+  mo.device_index = -5;
+  mo.struct_size = offsetof(rcv_model_options, device);
+  OK(rcv_model_create(ds, &mo, &m));
+  if (m) {
+    OK(rcv_model_device(m, &note));
+    CHECK(note != NULL && strncmp(note, "device: ", 8) == 0, "auto note: %s", note ? note : "");
+    rcv_model_free(m);
+    m = NULL;
+  }
+
+  /* Kernel options: the same rules for generation from an external embedding. */
+  size_t n = 0;
+  OK(rcv_dataset_count(ds, &n));
+  float *zs = calloc(n, sizeof(float));
+  float pt[1] = {0};
+  rcv_kernel_options ko;
+  rcv_kernel_options_init(&ko);
+  CHECK(ko.device == RCV_DEVICE_AUTO && ko.device_index == 0, "kernel defaults");
+  rcv_volume *v = NULL;
+  ko.device = RCV_DEVICE_CUDA;
+  ko.device_index = 4096;
+  CHECK(rcv_generate_from_embedding(ds, zs, n, 1, NULL, 0, pt, 1, &ko, NULL, NULL, &v) ==
+            RCV_ERR_DEVICE && v == NULL,
+        "generate_from_embedding on cuda:4096");
+  CHECK(strstr(rcv_last_error_message(), "cuda:4096") != NULL, "message: %s",
+        rcv_last_error_message());
+  ko.device = -3;
+  ko.device_index = 0;
+  CHECK(rcv_generate_from_embedding(ds, zs, n, 1, NULL, 0, pt, 1, &ko, NULL, NULL, &v) ==
+            RCV_ERR_INVALID_ARGUMENT && v == NULL,
+        "bad kernel device kind");
+  CHECK(strstr(rcv_last_error_message(), "options.device = -3") != NULL, "message: %s",
+        rcv_last_error_message());
+  free(zs);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: %s DATASET_DIR OUT_DIR\n", argv[0]);
@@ -195,10 +270,13 @@ int main(int argc, char **argv) {
   mopts.zdims = zdims;
   mopts.n_zdims = 2;
   mopts.memory_option = RCV_MEMORY_LOW;
+  /* The CPU, explicitly: the Rust test compares every number with the CPU's, bit for bit. */
+  mopts.device = RCV_DEVICE_CPU;
   rcv_model *model = NULL;
   OK(rcv_model_create(ds, &mopts, &model));
-  rcv_dataset_free(ds); /* the model keeps its own reference */
   if (!model) return 1;
+  device_paths(ds, model);
+  rcv_dataset_free(ds); /* the model keeps its own reference */
 
   /* A cancelled stage returns RCV_ERR_CANCELLED and leaves nothing half done. */
   progress_state cancel = {0, 2, ""};
@@ -280,6 +358,26 @@ int main(int argc, char **argv) {
   kopts.n_bins = 8;
   kopts.n_min_images = 20;
   rcv_volume *vol = NULL;
+  /* A GPU named in the kernel options is chosen for this call: here, one that does not
+   * exist. A bad kind is an invalid argument. */
+  kopts.device = RCV_DEVICE_CUDA;
+  kopts.device_index = 4096;
+  CHECK(rcv_model_generate(model, 2, 1, zs, 2, &kopts, NULL, NULL, &vol) == RCV_ERR_DEVICE &&
+            vol == NULL,
+        "generate on cuda:4096");
+  CHECK(strstr(rcv_last_error_message(), "cuda:4096") != NULL, "message: %s",
+        rcv_last_error_message());
+  kopts.device = 3;
+  kopts.device_index = 0;
+  CHECK(rcv_model_generate(model, 2, 1, zs, 2, &kopts, NULL, NULL, &vol) ==
+            RCV_ERR_INVALID_ARGUMENT && vol == NULL,
+        "bad kernel device kind");
+  /* An older caller's kernel options (struct_size before `device`, garbage after it): auto,
+   * which in rcv_model_generate is the model's device (the CPU, so the Rust test's
+   * bit-for-bit comparison holds). */
+  kopts.device = 42;
+  kopts.device_index = 42;
+  kopts.struct_size = offsetof(rcv_kernel_options, device);
   progress_state gp = {0, 0, ""};
   OK(rcv_model_generate(model, 2, 1, zs, 2, &kopts, on_progress, &gp, &vol));
   CHECK(gp.calls > 0, "generation reported no progress");
@@ -329,6 +427,10 @@ int main(int argc, char **argv) {
     CHECK(memcmp(z2, zs, zs_len * sizeof(float)) == 0, "loaded embedding differs");
     CHECK(rcv_model_run_stage(loaded, RCV_STAGE_MEAN, NULL, NULL) == RCV_OK,
           "a loaded model has its mean");
+    const char *note = NULL;
+    OK(rcv_model_device(loaded, &note));
+    CHECK(note != NULL && strncmp(note, "device: ", 8) == 0, "loaded model's device: %s",
+          note ? note : "");
     free(m2);
     free(z2);
     rcv_model_free(loaded);

@@ -75,9 +75,11 @@ int main(int argc, char **argv) {
 
         // A model before any stage: its sizes, and a clear error for results not made yet.
         {
-            auto model = recovar::Model::create(ds, recovar::ModelOptions().zdims({2}).seed(0));
+            auto model = recovar::Model::create(
+                ds, recovar::ModelOptions().zdims({2}).seed(0).device(recovar::Device::Cpu));
             check(model.n_images() == ds.size() && model.box_size() == ds.box_size(),
                   "model sizes");
+            check(model.device().rfind("device: cpu", 0) == 0, "CPU model: " + model.device());
             check(model.zdims().empty(), "no embedding before the embedding stage");
             check(!model.stage_done(recovar::Stage::Mean), "no stage run yet");
             try {
@@ -86,6 +88,17 @@ int main(int argc, char **argv) {
             } catch (const recovar::Error &e) {
                 check(std::string(e.what()).size() > 0, "an explanation");
             }
+        }
+
+        // A GPU that exists nowhere: RCV_ERR_DEVICE naming it, never a silent fallback.
+        try {
+            recovar::Model::create(ds, recovar::ModelOptions().device(recovar::Device::Cuda, 4096));
+            check(false, "a model on cuda:4096 must throw");
+        } catch (const recovar::Error &e) {
+            check(e.status() == RCV_ERR_DEVICE,
+                  std::string("cuda:4096: ") + recovar::status_name(e.status()));
+            check(std::string(e.what()).find("cuda:4096") != std::string::npos,
+                  std::string("message names the device: ") + e.what());
         }
 
         // A missing file: recovar::Error with the status and a message naming the file.
@@ -104,7 +117,8 @@ int main(int argc, char **argv) {
         check(z.rows == ds.size(), "one embedding row per image");
         check(z.zs.size() == z.rows * z.zdim, "zs holds rows * zdim values");
         const std::vector<float> point{0.1f, -0.2f};
-        auto options = recovar::KernelOptions().n_bins(6);
+        // On the CPU: the test compares the volume with the Rust API's on the CPU, bit for bit.
+        auto options = recovar::KernelOptions().n_bins(6).device(recovar::Device::Cpu);
 
         // A callback that throws: the call is cancelled and the very exception comes back,
         // after the library has returned.

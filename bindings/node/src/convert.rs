@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use napi::bindgen_prelude::{Either, Float32Array};
 use napi::{Error, Status};
+use recovar_core::backend::{select, Device, Selected};
 use recovar_core::Error as CoreError;
 
 /// A library error as a JavaScript error: the message is the library's; the `code` tells
@@ -78,6 +79,16 @@ pub fn check_len(name: &str, len: usize, expected: usize, what: &str) -> napi::R
         )));
     }
     Ok(())
+}
+
+/// A device as the command line's `--device` spells it: "auto", "cpu", "cuda" or "cuda:N".
+pub fn device(s: &str) -> napi::Result<Device> {
+    s.parse::<Device>().map_err(|e| invalid(e.to_string()))
+}
+
+/// The backend on `d`; an explicit GPU that cannot be used is an Error naming it.
+pub fn select_device(d: Device) -> napi::Result<Selected> {
+    select(d).map_err(js_error)
 }
 
 /// A latent point given as a Float32Array or an array of numbers.

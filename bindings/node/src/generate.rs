@@ -7,12 +7,12 @@ use std::sync::Arc;
 use napi::bindgen_prelude::{AsyncTask, Either, Float32Array};
 use napi::{Env, Task};
 use napi_derive::napi;
-use recovar_core::backend::CpuBackend;
+use recovar_core::backend::Device;
 use recovar_core::dataset::Dataset as CoreDataset;
 use recovar_core::generate::KernelOptions;
 use recovar_core::pipeline::model::generate_from_embedding as core_generate_from_embedding;
 
-use crate::convert::{check_len, count, guard, invalid, js_error, point};
+use crate::convert::{check_len, count, device, guard, invalid, js_error, point, select_device};
 use crate::dataset::Dataset;
 use crate::progress::{JsProgress, ProgressFn};
 use crate::volume::Volume;
@@ -38,9 +38,17 @@ pub struct KernelOpts<'a> {
     pub precisions: Option<Float32Array>,
     /// `Model#generate` only: use the regularized embedding (default true).
     pub regularized: Option<bool>,
+    /// "auto", "cpu", "cuda" or "cuda:N": where this volume is generated. Absent: the
+    /// model's device (`Model#generate`), auto (`generateFromEmbedding`).
+    pub device: Option<String>,
     /// Called as `(stage, done, total)` while the volume is generated; returning `false`
     /// (or throwing) cancels.
     pub on_progress: Option<ProgressFn<'a>>,
+}
+
+/// The device an options object names, if any.
+pub fn kernel_device(o: &KernelOpts<'_>) -> napi::Result<Option<Device>> {
+    o.device.as_deref().map(device).transpose()
 }
 
 /// Kernel options from the JavaScript object, with the CLI's defaults.
@@ -88,6 +96,7 @@ pub struct GenerateFromEmbedding {
     precisions: Vec<f32>,
     point: Vec<f32>,
     kernel: KernelOptions,
+    device: Device,
     progress: JsProgress,
 }
 
@@ -97,6 +106,8 @@ impl Task for GenerateFromEmbedding {
 
     fn compute(&mut self) -> napi::Result<Volume> {
         guard(|| {
+            // Chosen here, on the worker thread: opening a GPU compiles its kernels.
+            let device = select_device(self.device)?;
             core_generate_from_embedding(
                 &self.dataset,
                 &self.zs,
@@ -104,7 +115,7 @@ impl Task for GenerateFromEmbedding {
                 &self.precisions,
                 &self.point,
                 &self.kernel,
-                &CpuBackend::new(),
+                &*device.backend,
                 &self.progress,
             )
             .map(Volume::from)
@@ -170,6 +181,7 @@ pub fn generate_from_embedding(
         // Not from the locked dataset: another operation may hold it for minutes, and the
         // main thread must never wait.
         let kernel = kernel_options(&opts, n, dataset.box_size() as usize)?;
+        let device = kernel_device(&opts)?.unwrap_or_default();
         let progress = JsProgress::new(opts.on_progress, Arc::new(AtomicBool::new(false)))?;
         Ok(AsyncTask::new(GenerateFromEmbedding {
             dataset: dataset.shared(),
@@ -178,6 +190,7 @@ pub fn generate_from_embedding(
             precisions,
             point,
             kernel,
+            device,
             progress,
         }))
     })

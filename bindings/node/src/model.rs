@@ -13,15 +13,17 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, TryLockError, Weak};
 use napi::bindgen_prelude::{AsyncTask, Either, Float32Array, Float64Array};
 use napi::{Env, Task};
 use napi_derive::napi;
-use recovar_core::backend::CpuBackend;
+use recovar_core::backend::{Backend, Device};
 use recovar_core::heterogeneity::CovarianceOptions;
 use recovar_core::pipeline::model::{Model as CoreModel, ModelOptions, Stage};
 use recovar_core::reconstruct::mask::MaskOption;
 use recovar_core::reconstruct::noise::NoiseModel;
 
-use crate::convert::{check_len, count, guard, invalid, js_error, path, point, seed};
+use crate::convert::{
+    check_len, count, device, guard, invalid, js_error, path, point, seed, select_device,
+};
 use crate::dataset::Dataset;
-use crate::generate::{kernel_options, KernelOpts};
+use crate::generate::{kernel_device, kernel_options, KernelOpts};
 use crate::progress::{JsProgress, ProgressFn};
 use crate::volume::Volume;
 
@@ -49,6 +51,16 @@ pub struct ModelOpts {
     pub memory_budget: Option<f64>,
     /// Seed of every random choice (default 0).
     pub seed: Option<f64>,
+    /// "auto" (default: a CUDA GPU when a driver, NVRTC, cuFFT and a device are present,
+    /// else the CPU), "cpu", "cuda" or "cuda:N": where the stages and generation run.
+    pub device: Option<String>,
+}
+
+/// Options of `Model.load`.
+#[napi(object, object_to_js = false)]
+pub struct LoadOpts {
+    /// As `ModelOpts.device` (default "auto").
+    pub device: Option<String>,
 }
 
 fn model_options(o: ModelOpts) -> napi::Result<ModelOptions> {
@@ -158,14 +170,20 @@ impl Operations {
 pub struct Model {
     state: Shared,
     ops: Operations,
+    /// The backend chosen when the model was made, for its stages and generation.
+    backend: Arc<dyn Backend>,
+    /// What was chosen and why (`model.device`).
+    note: String,
     box_size: usize,
     voxel_size: f64,
     n_images: usize,
 }
 
 impl Model {
-    fn wrap(m: CoreModel) -> Model {
+    fn wrap(m: CoreModel, device: recovar_core::backend::Selected) -> Model {
         Model {
+            backend: device.backend,
+            note: device.note,
             box_size: m.box_size(),
             voxel_size: m.voxel_size(),
             n_images: m.n_images(),
@@ -200,29 +218,48 @@ pub struct ModelEmbedding {
 #[napi]
 impl Model {
     /// A model for `dataset` (which it copies: the dataset stays usable) with `options`.
+    /// The device is chosen here, once (an explicit GPU that cannot be used throws).
     #[napi(factory)]
     pub fn create(dataset: &Dataset, options: Option<ModelOpts>) -> napi::Result<Model> {
         guard(|| {
-            let opts = match options {
-                Some(o) => model_options(o)?,
-                None => ModelOptions::default(),
+            let (opts, dev) = match options {
+                Some(mut o) => {
+                    let dev = o.device.take().as_deref().map(device).transpose()?;
+                    (model_options(o)?, dev.unwrap_or_default())
+                }
+                None => (ModelOptions::default(), Device::Auto),
             };
             let (ds, source) = dataset.snapshot();
             let mut m = CoreModel::new(ds, opts).map_err(js_error)?;
             if let Some(src) = source {
                 m.set_source(src);
             }
-            Ok(Model::wrap(m))
+            Ok(Model::wrap(m, select_device(dev)?))
         })
     }
 
     /// Load a model from a pipeline output folder (`recovar pipeline -o DIR` or
-    /// `Model#save`). Resolves to a `Model`.
+    /// `Model#save`), on `options.device` (default "auto"). Resolves to a `Model`.
     #[napi(ts_return_type = "Promise<Model>")]
-    pub fn load(dir: String) -> napi::Result<AsyncTask<LoadModel>> {
-        Ok(AsyncTask::new(LoadModel {
-            dir: path("dir", &dir)?,
-        }))
+    pub fn load(dir: String, options: Option<LoadOpts>) -> napi::Result<AsyncTask<LoadModel>> {
+        guard(|| {
+            let dev = options
+                .and_then(|o| o.device)
+                .as_deref()
+                .map(device)
+                .transpose()?;
+            Ok(AsyncTask::new(LoadModel {
+                dir: path("dir", &dir)?,
+                device: dev.unwrap_or_default(),
+            }))
+        })
+    }
+
+    /// The model's device, as a line for a log: e.g. "device: cpu (8 threads)", or for
+    /// "auto" without a GPU "device: cpu (8 threads); auto: no usable GPU, ..." (why).
+    #[napi(getter)]
+    pub fn device(&self) -> String {
+        self.note.clone()
     }
 
     /// Run a stage ("mean", "noise", "covariance", "embedding" or "all") and the earlier
@@ -238,6 +275,7 @@ impl Model {
             let progress = JsProgress::new(on_progress, self.ops.start())?;
             Ok(AsyncTask::new(RunStage {
                 state: self.state.clone(),
+                backend: self.backend.clone(),
                 stage,
                 progress,
             }))
@@ -410,6 +448,8 @@ impl Model {
             let kernel = kernel_options(&opts, self.n_images, self.box_size)?;
             Ok(AsyncTask::new(GenerateTask {
                 state: self.state.clone(),
+                backend: self.backend.clone(),
+                device: kernel_device(&opts)?,
                 zdim,
                 regularized: opts.regularized.unwrap_or(true),
                 point,
@@ -422,6 +462,7 @@ impl Model {
 
 pub struct LoadModel {
     dir: PathBuf,
+    device: Device,
 }
 
 impl Task for LoadModel {
@@ -430,9 +471,8 @@ impl Task for LoadModel {
 
     fn compute(&mut self) -> napi::Result<Model> {
         guard(|| {
-            CoreModel::load(&self.dir)
-                .map(Model::wrap)
-                .map_err(js_error)
+            let m = CoreModel::load(&self.dir).map_err(js_error)?;
+            Ok(Model::wrap(m, select_device(self.device)?))
         })
     }
 
@@ -443,6 +483,7 @@ impl Task for LoadModel {
 
 pub struct RunStage {
     state: Shared,
+    backend: Arc<dyn Backend>,
     stage: Option<Stage>,
     progress: JsProgress,
 }
@@ -454,10 +495,10 @@ impl Task for RunStage {
     fn compute(&mut self) -> napi::Result<()> {
         guard(|| {
             let mut m = self.state.write().map_err(|_| poisoned())?;
-            let backend = CpuBackend::new();
+            let backend = &*self.backend;
             match self.stage {
-                Some(s) => m.run_stage(s, &backend, &self.progress),
-                None => m.run_all(&backend, &self.progress),
+                Some(s) => m.run_stage(s, backend, &self.progress),
+                None => m.run_all(backend, &self.progress),
             }
             .map_err(js_error)
         })
@@ -492,6 +533,9 @@ impl Task for SaveModel {
 
 pub struct GenerateTask {
     state: Shared,
+    /// The model's backend, used unless `device` names another for this call.
+    backend: Arc<dyn Backend>,
+    device: Option<Device>,
     zdim: usize,
     regularized: bool,
     point: Vec<f32>,
@@ -505,13 +549,18 @@ impl Task for GenerateTask {
 
     fn compute(&mut self) -> napi::Result<Volume> {
         guard(|| {
+            // Another device for this call is chosen here, on the worker thread.
+            let backend = match self.device {
+                None => self.backend.clone(),
+                Some(d) => select_device(d)?.backend,
+            };
             let m = self.state.read().map_err(|_| poisoned())?;
             m.generate(
                 self.zdim,
                 self.regularized,
                 &self.point,
                 &self.kernel,
-                &CpuBackend::new(),
+                &*backend,
                 &self.progress,
             )
             .map(Volume::from)

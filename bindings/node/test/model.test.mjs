@@ -104,8 +104,10 @@ test('generate makes a finite volume at a latent point', async () => {
 test('save then load gives back the same model', async () => {
   const dir = path.join(tempDir(), 'out');
   await model.save(dir);
-  const loaded = await Model.load(dir);
+  const loaded = await Model.load(dir, { device: 'cpu' });
   assert.ok(loaded instanceof Model);
+  assert.match(loaded.device, /^device: cpu/);
+  await assert.rejects(Model.load(dir, { device: 'cuda:4096' }), /cuda:4096/);
   assert.deepEqual(Buffer.from(loaded.mean().buffer), Buffer.from(model.mean().buffer), 'mean bit for bit');
   assert.deepEqual(loaded.eigenvalues(), model.eigenvalues());
   assert.deepEqual(loaded.noise(), model.noise());
@@ -116,6 +118,30 @@ test('save then load gives back the same model', async () => {
   const v = await loaded.generate(1, [0], { nBins: 5 });
   assert.ok(allFinite(v.filtered));
   await assert.rejects(loaded.save(path.join(tempDir(), 'again')), /already saved/);
+});
+
+test('device: an explicit CPU says so, an absent GPU is an error naming it, a bad name is refused', async () => {
+  const cpu = Model.create(dataset, { zdims: [1], device: 'cpu' });
+  assert.match(cpu.device, /^device: cpu \(/);
+  assert.doesNotMatch(cpu.device, /auto/);
+  // auto never fails; without a usable GPU it says why it took the CPU.
+  const auto = Model.create(dataset, { zdims: [1] });
+  assert.match(auto.device, /^device: (cpu \(.*\); auto: no usable GPU|cuda:)/);
+  // cuda:4096 exists nowhere: an error, never a silent fallback.
+  assert.throws(() => Model.create(dataset, { device: 'cuda:4096' }), /cuda:4096/);
+  await assert.rejects(model.generate(2, [0, 0], { nBins: 5, device: 'cuda:4096' }), /cuda:4096/);
+  const ds = Dataset.open(openOptions());
+  await assert.rejects(
+    recovar.generateFromEmbedding(ds, new Float32Array(400), 1, [0], { nBins: 5, device: 'cuda:4096' }),
+    /cuda:4096/,
+  );
+  // A name that is no device: refused at once, with the accepted spellings.
+  for (const bad of ['tpu', 'cuda:', 'cuda:-1']) {
+    const refused = (e) => e.code === 'InvalidArg' && /expected auto, cpu, cuda or cuda:N/.test(e.message);
+    assert.throws(() => Model.create(dataset, { device: bad }), refused, bad);
+    assert.throws(() => model.generate(2, [0, 0], { device: bad }), refused, bad);
+    assert.throws(() => Model.load('x', { device: bad }), refused, bad);
+  }
 });
 
 test('Model.load names a folder that is not a pipeline output', async () => {

@@ -47,7 +47,7 @@ using Libdl
 export RecovarError, Dataset, Model, Volume
 export version, abi_version, status_name
 export total_in_file, box_size, voxel_size, n_images
-export load_model, run_stage!, stage_done, save, mean_volume, noise_profile, n_eigen,
+export load_model, device_note, run_stage!, stage_done, save, mean_volume, noise_profile, n_eigen,
        eigenvalues, eigenvolume, variance_map, zdims, embedding, generate
 export volume_data, write_mrc, read_embedding, generate_from_embedding
 
@@ -76,6 +76,7 @@ const RCV_ERR_NOT_FOUND = Cint(-4)
 const RCV_ERR_INCONSISTENT = Cint(-5)
 const RCV_ERR_CANCELLED = Cint(-6)
 const RCV_ERR_INTERNAL = Cint(-7)
+const RCV_ERR_DEVICE = Cint(-8)
 
 # rcv_stage
 const RCV_STAGE_MEAN = Cint(0)
@@ -102,6 +103,11 @@ const RCV_NOISE_WHITE = Int32(1)
 const RCV_MEMORY_NORMAL = Int32(0)
 const RCV_MEMORY_LOW = Int32(1)
 const RCV_MEMORY_VERY_LOW = Int32(2)
+
+# device of rcv_model_options / rcv_kernel_options
+const RCV_DEVICE_AUTO = Int32(0)
+const RCV_DEVICE_CPU = Int32(1)
+const RCV_DEVICE_CUDA = Int32(2)
 
 # ---------------------------------------------------------------------------------------
 # Locating librecovar
@@ -177,8 +183,10 @@ mutable struct rcv_model_options
     use_image_mask::Int32
     memory_budget::UInt64
     seed::UInt64
+    device::Int32
+    device_index::Int32
 end
-rcv_model_options() = rcv_model_options(0, 0, C_NULL, C_NULL, 0, C_NULL, 0, 0, 0, 0, 0, 0, 0)
+rcv_model_options() = rcv_model_options(0, 0, C_NULL, C_NULL, 0, C_NULL, 0, 0, 0, 0, 0, 0, 0, 0, 0)
 
 mutable struct rcv_kernel_options
     struct_size::Csize_t
@@ -187,8 +195,10 @@ mutable struct rcv_kernel_options
     n_min_images::Csize_t
     bfactor::Cdouble
     batch_size::Csize_t
+    device::Int32
+    device_index::Int32
 end
-rcv_kernel_options() = rcv_kernel_options(0, 0, 0.0, 0, 0.0, 0)
+rcv_kernel_options() = rcv_kernel_options(0, 0, 0.0, 0, 0.0, 0, 0, 0)
 
 # ---------------------------------------------------------------------------------------
 # The raw layer: one function per C function, same name, same argument order.
@@ -233,6 +243,8 @@ rcv_model_create(dataset, options, out) =
 rcv_model_load(pipeline_dir, out) =
     ccall((:rcv_model_load, librecovar), Cint, (Cstring, Ref{Ptr{Cvoid}}), pipeline_dir, out)
 rcv_model_free(model) = ccall((:rcv_model_free, librecovar), Cvoid, (Ptr{Cvoid},), model)
+rcv_model_device(model, out) =
+    ccall((:rcv_model_device, librecovar), Cint, (Ptr{Cvoid}, Ref{Ptr{UInt8}}), model, out)
 rcv_model_run_stage(model, stage, progress, user_data) =
     ccall((:rcv_model_run_stage, librecovar), Cint, (Ptr{Cvoid}, Cint, Ptr{Cvoid}, Ptr{Cvoid}),
           model, stage, progress, user_data)
@@ -327,7 +339,8 @@ const _STATUS_NAMES = Dict(
     RCV_OK => "RCV_OK", RCV_ERR_INVALID_ARGUMENT => "RCV_ERR_INVALID_ARGUMENT",
     RCV_ERR_IO => "RCV_ERR_IO", RCV_ERR_FORMAT => "RCV_ERR_FORMAT",
     RCV_ERR_NOT_FOUND => "RCV_ERR_NOT_FOUND", RCV_ERR_INCONSISTENT => "RCV_ERR_INCONSISTENT",
-    RCV_ERR_CANCELLED => "RCV_ERR_CANCELLED", RCV_ERR_INTERNAL => "RCV_ERR_INTERNAL")
+    RCV_ERR_CANCELLED => "RCV_ERR_CANCELLED", RCV_ERR_INTERNAL => "RCV_ERR_INTERNAL",
+    RCV_ERR_DEVICE => "RCV_ERR_DEVICE")
 
 """The name of an `rcv_status` code, e.g. `"RCV_ERR_IO"`."""
 status_name(status::Integer) = get(_STATUS_NAMES, Cint(status), "RCV_ERR_UNKNOWN($status)")
@@ -438,14 +451,18 @@ end
 """
     Model(dataset; mask = :from_halfmaps, focus_mask = nothing, noise_model = :radial,
           zdims = nothing, correct_contrast = false, ignore_zero_frequency = false,
-          memory = :normal, use_image_mask = true, memory_budget = 0, seed = 0)
+          memory = :normal, use_image_mask = true, memory_budget = 0, seed = 0,
+          device = :auto)
 
 The pipeline state of one dataset (the model keeps its own copy of it). `mask` is
 `:from_halfmaps`, `:sphere`, `:none` or the path of an .mrc; `noise_model` `:radial` or
 `:white`; `zdims` the latent dimensions (default [1, 2, 4, 10, 20]); `memory` `:normal`,
 `:low` or `:very_low` (the CLI's --low-memory-option / --very-low-memory-option);
-`memory_budget` bytes of working memory (0 = default; results never depend on it).
-Run it with [`run_stage!`](@ref); reopen a pipeline output folder with [`load_model`](@ref).
+`memory_budget` bytes of working memory (0 = default; results never depend on it);
+`device` where its stages and generation run: `:auto` (a CUDA GPU when a driver, NVRTC,
+cuFFT and a device are present, else the CPU), `:cpu`, `:cuda` or `"cuda:N"` — chosen once,
+here; an explicit GPU that cannot be used throws `RCV_ERR_DEVICE` ([`device_note`](@ref)
+says which was chosen). Run it with [`run_stage!`](@ref); reopen a pipeline output folder with [`load_model`](@ref).
 """
 mutable struct Model
     ptr::Ptr{Cvoid}
@@ -571,6 +588,19 @@ const _KINDS = Dict(:filtered => RCV_VOLUME_FILTERED, :unfiltered => RCV_VOLUME_
                     :filtered_no_bfactor => RCV_VOLUME_FILTERED_NO_BFACTOR,
                     :local_resolution => RCV_VOLUME_LOCAL_RESOLUTION)
 
+# A device as the command line spells it (:auto, :cpu, :cuda, "cuda:N") -> (kind, index).
+function _device(d)
+    s = lowercase(strip(string(d)))
+    s == "auto" && return (RCV_DEVICE_AUTO, Int32(0))
+    s == "cpu" && return (RCV_DEVICE_CPU, Int32(0))
+    s == "cuda" && return (RCV_DEVICE_CUDA, Int32(0))
+    if startswith(s, "cuda:")
+        n = tryparse(Int32, s[6:end])
+        n !== nothing && n >= 0 && return (RCV_DEVICE_CUDA, n)
+    end
+    throw(ArgumentError("device must be :auto, :cpu, :cuda or \"cuda:N\", not $(repr(d))"))
+end
+
 function _lookup(table, key, what)
     haskey(table, key) && return table[key]
     throw(ArgumentError("$what must be one of $(join(sort!(collect(keys(table))), ", ")), not $(repr(key))"))
@@ -579,7 +609,9 @@ end
 function Model(dataset::Dataset; mask = :from_halfmaps, focus_mask = nothing,
                noise_model::Symbol = :radial, zdims = nothing, correct_contrast::Bool = false,
                ignore_zero_frequency::Bool = false, memory::Symbol = :normal,
-               use_image_mask::Bool = true, memory_budget::Integer = 0, seed::Integer = 0)
+               use_image_mask::Bool = true, memory_budget::Integer = 0, seed::Integer = 0,
+               device = :auto)
+    kind, index = _device(device)
     opts = rcv_model_options()
     rcv_model_options_init(opts)
     mask_path = mask isa AbstractString ? String(mask) : nothing
@@ -601,6 +633,8 @@ function Model(dataset::Dataset; mask = :from_halfmaps, focus_mask = nothing,
         opts.use_image_mask = use_image_mask
         opts.memory_budget = memory_budget
         opts.seed = seed
+        opts.device = kind
+        opts.device_index = index
         _check(rcv_model_create(dataset, opts, out))
     end
     return Model(out[])
@@ -609,12 +643,26 @@ end
 """
     load_model(pipeline_dir) -> Model
 
-Reopen the output folder of `recovar pipeline` (or of [`save`](@ref)).
+Reopen the output folder of `recovar pipeline` (or of [`save`](@ref)). Its device is
+`:auto`; `generate(...; device)` chooses another per call.
 """
 function load_model(dir::AbstractString)
     out = Ref{Ptr{Cvoid}}(C_NULL)
     _check(rcv_model_load(String(dir), out))
     return Model(out[])
+end
+
+"""
+    device_note(model) -> String
+
+The model's device as a line for a log, e.g. `"device: cpu (8 threads)"` or
+`"device: cuda:0 (NVIDIA H100 ..., compute 9.0, 79.1 GiB)"`; for `:auto` without a GPU it
+also says why none was used.
+"""
+function device_note(m::Model)
+    out = Ref{Ptr{UInt8}}(C_NULL)
+    _check(rcv_model_device(m, out))
+    return out[] == C_NULL ? "" : unsafe_string(out[])
 end
 
 """
@@ -720,9 +768,10 @@ function embedding(m::Model, zdim::Integer; regularized::Bool = true, precisions
 end
 
 function _kernel_options(; n_bins = nothing, maskrad_fraction = nothing, n_min_images = nothing,
-                         bfactor = nothing, batch_size = nothing)
+                         bfactor = nothing, batch_size = nothing, device = nothing)
     o = rcv_kernel_options()
     rcv_kernel_options_init(o)
+    device === nothing || ((o.device, o.device_index) = _device(device))
     n_bins === nothing || (o.n_bins = n_bins)
     maskrad_fraction === nothing || (o.maskrad_fraction = maskrad_fraction)
     n_min_images === nothing || (o.n_min_images = n_min_images)
@@ -733,12 +782,13 @@ end
 
 """
     generate(model, zdim, point; regularized = true, n_bins, maskrad_fraction, n_min_images,
-             bfactor, batch_size, progress = nothing) -> Volume
+             bfactor, batch_size, device, progress = nothing) -> Volume
 
 Kernel-regression volume at `point` (a vector of `zdim` coordinates) of the model's
 embedding. Keyword options left out take the library's defaults (50 bins, mask radius
-fraction 20, at least 100 images, B-factor 0, automatic batches); `progress` as in
-[`run_stage!`](@ref).
+fraction 20, at least 100 images, B-factor 0, automatic batches, the model's device;
+`device = :cpu`, `:cuda`, `"cuda:N"` or `:auto` chooses one for this call); `progress` as
+in [`run_stage!`](@ref).
 """
 function generate(m::Model, zdim::Integer, point::AbstractVector{<:Real};
                   regularized::Bool = true, progress = nothing, kernel...)
@@ -770,7 +820,8 @@ end
 Kernel-regression volume at `point` from an external embedding `zs` (zdim, rows) of the
 dataset's images — rows = `length(dataset)` or `total_in_file(dataset)`, e.g. cryoDRGN's
 z.pkl read by [`read_embedding`](@ref). `precisions` (zdim, zdim, rows) per-image precision
-matrices, or `nothing` for the identity. Options as in [`generate`](@ref).
+matrices, or `nothing` for the identity. Options as in [`generate`](@ref); `device`
+(default `:auto`) is chosen for each call.
 """
 function generate_from_embedding(d::Dataset, zs::AbstractMatrix{<:Real},
                                  point::AbstractVector{<:Real}; precisions = nothing,

@@ -7,11 +7,10 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use recovar_core::backend::CpuBackend;
 use recovar_core::pipeline::analyze::{run_analyze, AnalyzeOptions};
 use recovar_core::pipeline::load::PipelineResult;
 
-use crate::common::{start_output_dir, ProgressBar};
+use crate::common::{start_output_dir, DeviceArgs, ProgressBar};
 use crate::kernel_args::KernelArgs;
 
 #[derive(clap::Args)]
@@ -52,6 +51,8 @@ pub struct Args {
     density: Option<PathBuf>,
     #[command(flatten)]
     kernel: KernelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 impl Args {
@@ -80,6 +81,7 @@ impl Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let device = a.device.select()?;
     let pr = PipelineResult::load(&a.result_dir)?;
     let ds = pr.open_dataset(None, None)?;
     let kernel = a.kernel.options(&ds)?;
@@ -101,9 +103,8 @@ pub fn run(a: Args) -> Result<()> {
         kernel,
         seed: 0,
     };
-    let backend = CpuBackend::new();
     let bar = ProgressBar::new("analyze");
-    let s = run_analyze(&opts, &backend, &bar)?;
+    let s = run_analyze(&opts, &*device.backend, &bar)?;
     bar.finish();
     println!(
         "zdim {}: {} k-means clusters (sizes {:?}); {} volumes, {} trajectories",

@@ -2,7 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
+use recovar_core::backend::{select, Device, Selected};
 
 /// Log to stderr and, when given, to a file (created with its folder). On stderr `-v`
 /// raises the level and `RUST_LOG` overrides; the file always gets at least `info`, so
@@ -54,6 +55,37 @@ pub fn init_logging(verbose: u8, file: Option<&Path>) -> Result<()> {
         .with(file_layer)
         .try_init();
     Ok(())
+}
+
+/// `--device`, shared by every command that runs the heavy operations (projections,
+/// backprojections, FFTs) on a backend.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct DeviceArgs {
+    /// Compute device: auto, cpu, cuda (= cuda:0) or cuda:N. auto uses a CUDA GPU when a
+    /// driver, NVRTC, cuFFT and a device are present, else the CPU; results agree to rounding
+    #[arg(
+        long,
+        value_name = "auto|cpu|cuda[:N]",
+        default_value = "auto",
+        value_parser = clap::value_parser!(Device)
+    )]
+    pub device: Device,
+}
+
+impl DeviceArgs {
+    /// The backend on the chosen device. Says which (and, for auto, why) on stderr and in
+    /// run.log; an explicit `cuda` that cannot be used is an error naming the device.
+    pub fn select(&self) -> Result<Selected> {
+        let s = self.select_quietly()?;
+        tracing::info!("{}", s.note);
+        Ok(s)
+    }
+
+    /// [`DeviceArgs::select`] without the log line (for a caller that prints the note
+    /// itself).
+    pub fn select_quietly(&self) -> Result<Selected> {
+        select(self.device).map_err(|e| anyhow!("{e}; --device cpu or auto runs on the CPU"))
+    }
 }
 
 /// Create the output folder `outdir` and record the command line in `outdir/command.txt`.

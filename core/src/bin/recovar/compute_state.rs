@@ -6,12 +6,11 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use recovar_core::backend::CpuBackend;
 use recovar_core::generate::output::{generate_and_write, read_latent_points};
 use recovar_core::generate::Latent;
 use recovar_core::pipeline::load::PipelineResult;
 
-use crate::common::{start_output_dir, ProgressBar};
+use crate::common::{start_output_dir, DeviceArgs, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
 
 #[derive(clap::Args)]
@@ -38,9 +37,12 @@ pub struct Args {
     datadir: Option<PathBuf>,
     #[command(flatten)]
     kernel: KernelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let device = a.device.select()?;
     start_output_dir(&a.outdir)?;
     let points = read_latent_points(&a.latent_points, a.zdim1)?;
     let zdim = points[0].len();
@@ -48,9 +50,9 @@ pub fn run(a: Args) -> Result<()> {
     let emb = pr.embedding(zdim, a.no_z_regularization)?;
     let mut ds = pr.open_dataset(a.particles.as_deref(), a.datadir.as_deref())?;
     let opts = a.kernel.options(&ds)?;
-    let backend = CpuBackend::new();
+    let backend = &*device.backend;
     let bar = ProgressBar::new("volumes");
-    let noise = pr.noise_for(&mut ds, &backend, opts.batch_size, &bar)?;
+    let noise = pr.noise_for(&mut ds, backend, opts.batch_size, &bar)?;
     let (zs, precisions, contrasts) = emb.for_dataset(&ds)?;
     ds.multiply_contrasts(&contrasts)?;
     tracing::info!(
@@ -62,7 +64,7 @@ pub fn run(a: Args) -> Result<()> {
     let summaries = generate_and_write(
         &a.outdir,
         &ds,
-        &backend,
+        backend,
         &noise,
         Latent {
             zdim,

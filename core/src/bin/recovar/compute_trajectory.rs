@@ -7,12 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use recovar_core::backend::CpuBackend;
 use recovar_core::generate::output::read_latent_points;
 use recovar_core::pipeline::load::PipelineResult;
 use recovar_core::pipeline::trajectory::{run_compute_trajectory, ComputeTrajectoryOptions};
 
-use crate::common::{start_output_dir, ProgressBar};
+use crate::common::{start_output_dir, DeviceArgs, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
 
 #[derive(clap::Args)]
@@ -64,6 +63,8 @@ pub struct Args {
     datadir: Option<PathBuf>,
     #[command(flatten)]
     kernel: KernelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 fn one_point(path: &Path, zdim1: bool) -> Result<Vec<f32>> {
@@ -113,6 +114,7 @@ pub fn run(a: Args) -> Result<()> {
     if a.no_z_regularization && a.override_z_regularization {
         bail!("--no-z-regularization and --override_z_regularization contradict each other");
     }
+    let device = a.device.select()?;
     let (start, end) = endpoints(&a)?;
     let pr = PipelineResult::load(&a.result_dir)?;
     let zdim = match a.zdim {
@@ -152,9 +154,8 @@ pub fn run(a: Args) -> Result<()> {
         datadir: a.datadir,
         kernel,
     };
-    let backend = CpuBackend::new();
     let bar = ProgressBar::new("trajectory");
-    let s = run_compute_trajectory(&opts, &backend, &bar)?;
+    let s = run_compute_trajectory(&opts, &*device.backend, &bar)?;
     bar.finish();
     println!(
         "path of {} points; mean density along it {:.3} (straight segment {:.3})",

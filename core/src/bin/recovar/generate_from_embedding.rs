@@ -8,7 +8,6 @@
 use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Result};
-use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{Dataset, DatasetOptions, Uninvert};
 use recovar_core::generate::output::{generate_and_write, read_embedding, read_latent_points};
 use recovar_core::generate::Latent;
@@ -17,7 +16,7 @@ use recovar_core::pipeline::model::embedding_rows;
 use recovar_core::reconstruct::noise::NoiseModel;
 use recovar_core::Error;
 
-use crate::common::{start_output_dir, ProgressBar};
+use crate::common::{start_output_dir, DeviceArgs, ProgressBar};
 use crate::kernel_args::{print_summaries, KernelArgs};
 
 #[derive(clap::Args)]
@@ -65,9 +64,12 @@ pub struct Args {
     noise_model: String,
     #[command(flatten)]
     kernel: KernelArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let device = a.device.select()?;
     start_output_dir(&a.outdir)?;
     let (values, _, zdim) = read_embedding(&a.embedding, a.zdim1)?;
     if let Some(z) = a.zdim {
@@ -100,12 +102,12 @@ pub fn run(a: Args) -> Result<()> {
         };
         anyhow!("{}: {e}{hint}", a.embedding.display())
     })?;
-    let backend = CpuBackend::new();
+    let backend = &*device.backend;
     let opts = a.kernel.options(&ds)?;
     let bar = ProgressBar::new("volumes");
     let noise = estimate_noise_profile(
         &mut ds,
-        &backend,
+        backend,
         a.noise_model.parse::<NoiseModel>()?,
         opts.batch_size,
         &bar,
@@ -119,7 +121,7 @@ pub fn run(a: Args) -> Result<()> {
     let summaries = generate_and_write(
         &a.outdir,
         &ds,
-        &backend,
+        backend,
         &noise,
         Latent {
             zdim,

@@ -9,10 +9,9 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use recovar_core::backend::CpuBackend;
 use recovar_core::simulate::{write_test_dataset, SimulationOptions};
 
-use crate::common::ProgressBar;
+use crate::common::{DeviceArgs, ProgressBar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,9 +39,12 @@ pub struct Args {
     /// Hold the hinged arm at rest: only the three discrete lid states vary
     #[arg(long = "discrete-only")]
     discrete_only: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let device = a.device.select()?;
     let out = a.outdir.join("test_dataset");
     let opts = SimulationOptions {
         image_size: a.image_size,
@@ -54,9 +56,8 @@ pub fn run(a: Args) -> Result<()> {
         hinge: !a.discrete_only,
         ..Default::default()
     };
-    let backend = CpuBackend::new();
     let bar = ProgressBar::new("simulate");
-    let written = write_test_dataset(&out, &opts, &backend, &bar)?;
+    let written = write_test_dataset(&out, &opts, &*device.backend, &bar)?;
     bar.finish();
     tracing::info!(
         "simulated {} images (states 0/1/2: {}/{}/{}), SNR {:.3}",

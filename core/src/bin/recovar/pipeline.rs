@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use recovar_core::backend::CpuBackend;
 use recovar_core::dataset::{DatasetOptions, Uninvert};
 use recovar_core::heterogeneity::CovarianceOptions;
 use recovar_core::pipeline::{run_pipeline, PipelineOptions};
@@ -15,7 +14,7 @@ use recovar_core::reconstruct::mask::{MaskOption, MaskSettings};
 use recovar_core::reconstruct::mean::MeanFn;
 use recovar_core::reconstruct::noise::NoiseModel;
 
-use crate::common::ProgressBar;
+use crate::common::{DeviceArgs, ProgressBar};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -97,6 +96,8 @@ pub struct Args {
     /// Working memory for image batches, in GB (changes batch sizes, never results)
     #[arg(long = "memory-budget", default_value_t = 2.0)]
     memory_budget: f64,
+    #[command(flatten)]
+    device: DeviceArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -117,6 +118,7 @@ pub fn run(a: Args) -> Result<()> {
     if !(a.memory_budget.is_finite() && a.memory_budget > 0.0) {
         bail!("--memory-budget must be a positive number of GB");
     }
+    let device = a.device.select()?;
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let opts = PipelineOptions {
         dataset: DatasetOptions {
@@ -149,9 +151,8 @@ pub fn run(a: Args) -> Result<()> {
         seed: 0,
         command_line,
     };
-    let backend = CpuBackend::new();
     let bar = ProgressBar::new("pipeline");
-    let summary = run_pipeline(&opts, &backend, &bar)?;
+    let summary = run_pipeline(&opts, &*device.backend, &bar)?;
     bar.finish();
     println!(
         "{} images, {}px at {:.3} Å: half-map FSC resolution {:.2} Å (0.5), {:.2} Å (0.143){}",

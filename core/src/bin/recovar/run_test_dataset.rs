@@ -15,6 +15,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use recovar_core::analysis::density::read_density;
 use recovar_core::analysis::subset::read_kmeans_labels;
+use recovar_core::backend::Device;
 use recovar_core::io::mrc;
 use recovar_core::pipeline::load::PipelineResult;
 use recovar_core::pipeline::selftest::{
@@ -22,6 +23,8 @@ use recovar_core::pipeline::selftest::{
     voronoi_mass, Check, Truth,
 };
 use recovar_core::stats::adjusted_rand_index;
+
+use crate::common::DeviceArgs;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -41,6 +44,31 @@ pub struct Args {
     /// Seed of the simulation
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    // Passed on to every step that takes it.
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The steps that run on a device (and take `--device`).
+const DEVICE_STEPS: [&str; 6] = [
+    "make_test_dataset",
+    "pipeline",
+    "analyze",
+    "compute_trajectory",
+    "compute_state",
+    "generate_from_embedding",
+];
+
+/// Pass `--device` on to each step whose command takes it.
+fn with_device(steps: &mut [Step], device: Device) {
+    for s in steps {
+        if s.args
+            .first()
+            .is_some_and(|c| DEVICE_STEPS.contains(&c.as_str()))
+        {
+            s.args.extend(["--device".to_string(), device.to_string()]);
+        }
+    }
 }
 
 /// One `recovar` invocation.
@@ -287,6 +315,8 @@ pub fn run(a: Args) -> Result<()> {
             "--n-images must be at least 300 (three states, 100 images each for kernel regression)"
         );
     }
+    // An explicit GPU that cannot be used fails here, not in every step.
+    let note = a.device.select_quietly()?.note;
     let root = match &a.output_dir {
         Some(d) => d.clone(),
         None => std::env::temp_dir().join(format!("recovar_test_{}", std::process::id())),
@@ -325,7 +355,7 @@ pub fn run(a: Args) -> Result<()> {
         name,
         args: parts.concat().iter().map(|t| t.to_string()).collect(),
     };
-    let steps: Vec<Step> = vec![
+    let mut steps: Vec<Step> = vec![
         step(
             "make_test_dataset",
             &[
@@ -442,8 +472,9 @@ pub fn run(a: Args) -> Result<()> {
             ],
         ),
     ];
+    with_device(&mut steps, a.device.device);
     println!(
-        "RECOVAR self-test in {} ({} images of {} px, three states)",
+        "RECOVAR self-test in {} ({} images of {} px, three states); {note}",
         root.display(),
         a.n_images,
         a.image_size
@@ -553,5 +584,30 @@ pub fn run(a: Args) -> Result<()> {
             root.display()
         );
         bail!("the self-test failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_goes_to_the_steps_that_take_it() {
+        let step = |cmd: &str| Step {
+            name: "x",
+            args: vec![cmd.to_string(), "a".to_string()],
+        };
+        let mut steps: Vec<Step> = DEVICE_STEPS
+            .iter()
+            .copied()
+            .chain(["estimate_conformational_density", "extract_image_subset"])
+            .map(step)
+            .collect();
+        with_device(&mut steps, Device::Cuda(1));
+        for s in &steps {
+            let takes = DEVICE_STEPS.contains(&s.args[0].as_str());
+            let tail = &s.args[s.args.len() - 2..];
+            assert_eq!(tail == ["--device", "cuda:1"], takes, "{:?}", s.args);
+        }
     }
 }
