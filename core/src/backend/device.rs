@@ -108,11 +108,29 @@ pub fn select(device: Device) -> Result<Selected> {
     }
 }
 
+/// Opening a GPU compiles the kernels and runs the self-check (about a second), so each
+/// device is opened once per process and shared: every model, call and thread that selects
+/// `cuda:N` gets the same backend (its calls are serialised on one stream). A failure is
+/// not remembered: the next selection tries again.
 #[cfg(feature = "cuda")]
 fn open_cuda(n: usize) -> Result<(Arc<dyn Backend>, String)> {
-    let b = super::CudaBackend::new(n)?;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static OPEN: OnceLock<Mutex<HashMap<usize, Arc<super::CudaBackend>>>> = OnceLock::new();
+    let mut open = OPEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let b = match open.get(&n) {
+        Some(b) => b.clone(),
+        None => {
+            let b = Arc::new(super::CudaBackend::new(n)?);
+            open.insert(n, b.clone());
+            b
+        }
+    };
     let desc = b.description();
-    Ok((Arc::new(b), desc))
+    Ok((b, desc))
 }
 
 #[cfg(not(feature = "cuda"))]

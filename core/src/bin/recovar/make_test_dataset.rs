@@ -12,6 +12,7 @@ use anyhow::Result;
 use recovar_core::simulate::{write_test_dataset, SimulationOptions};
 
 use crate::common::{DeviceArgs, ProgressBar};
+use recovar_core::backend::Device;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -39,12 +40,19 @@ pub struct Args {
     /// Hold the hinged arm at rest: only the three discrete lid states vary
     #[arg(long = "discrete-only")]
     discrete_only: bool,
-    #[command(flatten)]
-    device: DeviceArgs,
+    /// Compute device: cpu (default, so that a seed gives the same bytes on every machine),
+    /// auto, cuda (= cuda:0) or cuda:N; a GPU's projections agree with the CPU's to rounding
+    #[arg(
+        long,
+        value_name = "cpu|auto|cuda[:N]",
+        default_value = "cpu",
+        value_parser = clap::value_parser!(Device)
+    )]
+    device: Device,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = a.device.select()?;
+    let device = DeviceArgs { device: a.device }.select()?;
     let out = a.outdir.join("test_dataset");
     let opts = SimulationOptions {
         image_size: a.image_size,
