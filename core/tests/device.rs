@@ -141,7 +141,13 @@ fn cpu_runs_and_run_log_says_so() {
 fn help_explains_the_device_flag_the_same_way_everywhere() {
     let tmp = tempfile::tempdir().unwrap();
     let mut first: Option<String> = None;
-    for cmd in COMMANDS {
+    // make_test_dataset defaults to the CPU (the same bytes for a seed everywhere).
+    let help = recovar_ok(tmp.path(), &["make_test_dataset", "--help"]);
+    assert!(
+        help.contains("--device <cpu|auto|cuda[:N]>") && help.contains("[default: cpu]"),
+        "{help}"
+    );
+    for cmd in COMMANDS.iter().filter(|c| c[0] != "make_test_dataset") {
         let help = recovar_ok(tmp.path(), &[cmd[0], "--help"]);
         // clap lays the help out differently per command; compare the words.
         let start = help
