@@ -82,42 +82,64 @@ const MAX_CHUNK_BYTES: usize = 2 << 30;
 /// rounding (~1e-7).
 const ORTHONORMAL_TOL: f32 = 1e-4;
 
+/// Loads `lib` (cudarc's base name: "cuda", "nvrtc", "cufft") under the first of cudarc's
+/// candidate file names that the loader finds, and keeps it loaded for the life of the
+/// process. Probing this way, rather than with cudarc's `is_culib_present` (which loads and
+/// unloads), matters twice: cudarc panics instead of erroring when a library is absent, so
+/// presence must be known first; and unloading NVRTC leaks the C++ runtime pool of its
+/// static initialisers (AddressSanitizer reports it in programs that link this library).
+fn load_and_keep(lib: &str) -> bool {
+    use std::sync::OnceLock;
+    static KEPT: OnceLock<Mutex<HashMap<String, bool>>> = OnceLock::new();
+    let mut kept = KEPT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(&found) = kept.get(lib) {
+        return found;
+    }
+    let found = cudarc::get_lib_name_candidates(lib).iter().any(|name| {
+        // SAFETY: loading runs the library's initialisers (NVIDIA's own libraries); no
+        // symbol is called here.
+        match unsafe { libloading::Library::new(name) } {
+            Ok(l) => {
+                // Kept mapped on purpose: cudarc loads it again by name and uses it.
+                std::mem::forget(l);
+                true
+            }
+            Err(_) => false,
+        }
+    });
+    kept.insert(lib.to_string(), found);
+    found
+}
+
 /// Whether the shared libraries the backend loads (driver, NVRTC, cuFFT) can be found:
-/// `Err` names the missing ones. Probed without touching them, because cudarc panics when
-/// a library it needs is absent.
+/// `Err` names the missing ones. The driver is probed first and alone: without it there is
+/// no GPU, and NVRTC and cuFFT are then not loaded at all.
 pub fn libraries_present() -> std::result::Result<(), String> {
-    // SAFETY: these only try to dlopen the libraries by name; no symbol is called.
-    let (drv, rtc, fft) = unsafe {
-        (
-            cudarc::driver::sys::is_culib_present(),
-            cudarc::nvrtc::sys::is_culib_present(),
-            cudarc::cufft::sys::is_culib_present(),
-        )
-    };
+    let hint = "searched the loader path; set LD_LIBRARY_PATH to the CUDA libraries";
+    if !load_and_keep("cuda") {
+        return Err(format!("not found: the CUDA driver (libcuda.so) ({hint})"));
+    }
     let missing: Vec<&str> = [
-        (drv, "the CUDA driver (libcuda.so)"),
-        (rtc, "NVRTC (libnvrtc.so)"),
-        (fft, "cuFFT (libcufft.so)"),
+        ("nvrtc", "NVRTC (libnvrtc.so)"),
+        ("cufft", "cuFFT (libcufft.so)"),
     ]
     .iter()
-    .filter(|(ok, _)| !ok)
+    .filter(|(lib, _)| !load_and_keep(lib))
     .map(|(_, name)| *name)
     .collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "not found: {} (searched the loader path; set LD_LIBRARY_PATH to the CUDA \
-             libraries)",
-            missing.join(", ")
-        ))
+        Err(format!("not found: {} ({hint})", missing.join(", ")))
     }
 }
 
 /// Whether NVRTC alone can be loaded (enough to compile the kernels, no GPU needed).
 pub fn nvrtc_present() -> bool {
-    // SAFETY: only tries to dlopen the library.
-    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+    load_and_keep("nvrtc")
 }
 
 /// The full source NVRTC compiles for kernel file `name`.
