@@ -123,6 +123,8 @@ __device__ __forceinline__ bool rcv_axis_weight(int interp, float g, int target,
     int b = (int)f;
     float t = g - f;
     if (interp == RCV_TRILINEAR) {
+        // For a voxel inside the grid this also keeps the base in [-1, n), the CPU's whole-
+        // stencil test, so that test needs no repeating here.
         if (b == target) { *w = 1.0f - t; return true; }
         if (b + 1 == target) { *w = t; return true; }
         return false;
@@ -153,25 +155,37 @@ __device__ void rcv_backproject_voxel(const float* vals, const float* rots, doub
     int periodic = interp == RCV_CUBIC ? 1 : 0;
     // Radius of the image's pixels in grid units (all of the square without clipping).
     float r_pix = clip ? sqrtf(r2) : 0.70711f * (float)d;
-    if (!periodic) {
-        // Beyond the reach of every pixel of every image: nothing to read or write.
-        float u0 = (float)x - c, u1 = (float)y - c, u2 = (float)z - c;
+    // The voxel's copies that some pixel can reach (the voxel itself; for the periodic cubic
+    // stencil also its images one period away on each axis), with the half-width of their
+    // candidate window. They do not depend on the image: found once, used for every image.
+    int tgt[27][3];
+    float lim_of[27];
+    int n_copies = 0;
+    for (int mz = -periodic; mz <= periodic; mz++)
+    for (int my = -periodic; my <= periodic; my++)
+    for (int mx = -periodic; mx <= periodic; mx++) {
+        int tx = x + mx * nv, ty = y + my * nv, tz = z + mz * nv;
+        float u0 = (float)tx - c, u1 = (float)ty - c, u2 = (float)tz - c;
         float norm = sqrtf(u0 * u0 + u1 * u1 + u2 * u2);
-        if (norm > (float)s * r_pix + reach * 1.7320508f + 0.05f + 2e-4f * norm + 1.0f) return;
+        float lim = reach * 1.7320508f + 0.05f + 2e-4f * norm;
+        if (norm > (float)s * r_pix + lim + 1.0f) continue;
+        tgt[n_copies][0] = tx;
+        tgt[n_copies][1] = ty;
+        tgt[n_copies][2] = tz;
+        lim_of[n_copies] = lim;
+        n_copies++;
     }
+    // Beyond the reach of every pixel of every image: nothing to read or write.
+    if (n_copies == 0) return;
     double ar = CPLX ? acc[2 * vox] : acc[vox];
     double ai = CPLX ? acc[2 * vox + 1] : 0.0;
     for (int i = 0; i < n_img; i++) {
         const float* R = rots + 9 * (long long)i;
         RcvPlane pl = rcv_plane(R, s, nv, d);
-        for (int mz = -periodic; mz <= periodic; mz++)
-        for (int my = -periodic; my <= periodic; my++)
-        for (int mx = -periodic; mx <= periodic; mx++) {
-            int tx = x + mx * nv, ty = y + my * nv, tz = z + mz * nv;
+        for (int k = 0; k < n_copies; k++) {
+            int tx = tgt[k][0], ty = tgt[k][1], tz = tgt[k][2];
             float u0 = (float)tx - c, u1 = (float)ty - c, u2 = (float)tz - c;
-            float norm = sqrtf(u0 * u0 + u1 * u1 + u2 * u2);
-            float lim = reach * 1.7320508f + 0.05f + 2e-4f * norm;
-            if (norm > (float)s * r_pix + lim + 1.0f) continue;
+            float lim = lim_of[k];
             float dist = u0 * R[6] + u1 * R[7] + u2 * R[8];
             if (fabsf(dist) > lim) continue;
             float kxs = (u0 * R[0] + u1 * R[1] + u2 * R[2]) / (float)s;
@@ -190,14 +204,6 @@ __device__ void rcv_backproject_voxel(const float* vals, const float* rots, doub
                     if (!rcv_axis_weight(interp, g[0], tx, &wx)) continue;
                     if (!rcv_axis_weight(interp, g[1], ty, &wy)) continue;
                     if (!rcv_axis_weight(interp, g[2], tz, &wz)) continue;
-                    if (interp == RCV_TRILINEAR) {
-                        // The CPU rejects a stencil with any base outside [-1, n); for a voxel
-                        // it reaches that cannot happen, but keep the test identical.
-                        float f0 = floorf(g[0]), f1 = floorf(g[1]), f2 = floorf(g[2]);
-                        if (f0 < -1.0f || f0 >= (float)nv || f1 < -1.0f || f1 >= (float)nv ||
-                            f2 < -1.0f || f2 >= (float)nv)
-                            continue;
-                    }
                     long long pix = ((long long)i * d + row) * d + col;
                     double vr = CPLX ? (double)vals[2 * pix] : (double)vals[pix];
                     double vi = CPLX ? (double)vals[2 * pix + 1] : 0.0;
