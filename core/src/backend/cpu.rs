@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use num_complex::Complex;
 
-use super::{check_images, Backend};
+use super::{check_images, check_to_images, check_to_spectra, Backend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
 use crate::forward::ctf::CtfEvaluator;
@@ -133,16 +133,7 @@ impl Backend for CpuBackend {
         shifts_px: &[[f32; 2]],
         out: &mut [Complex<f32>],
     ) -> Result<()> {
-        let n = shifts_px.len();
-        check_images(images.len(), n, d, "images")?;
-        check_images(out.len(), n, d, "spectra output")?;
-        if let Some((i, _)) = shifts_px
-            .iter()
-            .enumerate()
-            .find(|(_, s)| !s[0].is_finite() || !s[1].is_finite())
-        {
-            return Err(Error::invalid(format!("shift {i} is not finite")));
-        }
+        check_to_spectra(images.len(), d, shifts_px, out.len())?;
         let plan = self.plan(d);
         self.run(|| {
             fft2_forward_batch(&plan, images, out);
@@ -152,13 +143,7 @@ impl Backend for CpuBackend {
     }
 
     fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()> {
-        if d == 0 || !spectra.len().is_multiple_of(d * d) {
-            return Err(Error::invalid(format!(
-                "spectra: {} values is not a whole number of {d}×{d} images",
-                spectra.len()
-            )));
-        }
-        check_images(out.len(), spectra.len() / (d * d), d, "image output")?;
+        check_to_images(spectra.len(), d, out.len())?;
         let plan = self.plan(d);
         self.run(|| fft2_inverse_batch(&plan, spectra, out));
         Ok(())

@@ -24,17 +24,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cudarc::cufft::{sys::cufftType, CudaFft, FftDirection};
+use cudarc::cufft::sys::{cufftType, float2 as Float2};
+use cudarc::cufft::{CudaFft, FftDirection};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchArgs, LaunchConfig, PushKernelArg,
 };
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use num_complex::Complex;
 
-use super::{check_images, Backend, CpuBackend};
+use super::{check_images, check_to_images, check_to_spectra, Backend, CpuBackend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
-use crate::forward::ctf::ctf_constants;
+use crate::forward::ctf::{ctf_constants, CtfEvaluator};
 use crate::forward::slice::{check_args, check_rotations};
 use crate::forward::{Interp, SliceGeometry};
 use crate::rng::Rng;
@@ -230,7 +231,7 @@ impl CudaBackend {
         let dev_name = ctx.name().unwrap_or_else(|_| "unknown GPU".into());
         let (free, total) = drv("memory query", ctx.mem_get_info())?;
         let arch = format!("compute_{major}{minor}");
-        let ptx = compile_for(&arch).map_err(|e| {
+        let ptx = compile_kernels(&arch).map_err(|e| {
             Error::device(format!(
                 "{name} ({dev_name}, compute {major}.{minor}): {e}; the GPU may be older \
                  than this CUDA supports"
@@ -431,44 +432,53 @@ impl CudaBackend {
         )
     }
 
-    /// The 2-D C2C plan for `batch` images of side `d` (made once, kept).
-    fn with_plan<R>(
+    /// The unnormalised 2-D C2C transform of the `batch` images of side `d` in `input`
+    /// (sign −1 forward, +1 inverse, as numpy's), into a new buffer. Plans are made once per
+    /// (side, batch) and kept (at most 8).
+    fn fft(
         &self,
         st: &mut State,
         d: usize,
         batch: usize,
-        f: impl FnOnce(&CudaFft) -> Result<R>,
-    ) -> Result<R> {
-        if !st.plans.contains_key(&(d, batch)) {
-            if st.plans.len() >= 8 {
-                st.plans.clear();
-            }
-            let n = [d as i32, d as i32];
-            let plan = CudaFft::plan_many(
-                &n,
-                None,
-                1,
-                (d * d) as i32,
-                None,
-                1,
-                (d * d) as i32,
-                cufftType::CUFFT_C2C,
-                batch as i32,
-                self.stream.clone(),
-            )
-            .map_err(|e| Error::device(format!("cuFFT plan {d}×{d} × {batch}: {e}")))?;
-            st.plans.insert((d, batch), plan);
+        input: &mut CudaSlice<Float2>,
+        dir: FftDirection,
+    ) -> Result<CudaSlice<Float2>> {
+        if !st.plans.contains_key(&(d, batch)) && st.plans.len() >= 8 {
+            st.plans.clear();
         }
-        let plan = st
-            .plans
-            .get(&(d, batch))
-            .ok_or_else(|| Error::device("cuFFT plan vanished"))?;
-        f(plan)
+        let plan = match st.plans.entry((d, batch)) {
+            std::collections::hash_map::Entry::Occupied(p) => p.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let n = [d as i32, d as i32];
+                let dist = (d * d) as i32;
+                let plan = CudaFft::plan_many(
+                    &n,
+                    None,
+                    1,
+                    dist,
+                    None,
+                    1,
+                    dist,
+                    cufftType::CUFFT_C2C,
+                    batch as i32,
+                    self.stream.clone(),
+                )
+                .map_err(|e| Error::device(format!("cuFFT plan {d}×{d} × {batch}: {e}")))?;
+                v.insert(plan)
+            }
+        };
+        let mut out = self.zeros::<Float2>(batch * d * d)?;
+        plan.exec_c2c(input, &mut out, dir)
+            .map_err(|e| Error::device(format!("cuFFT {dir:?} {d}×{d} × {batch}: {e}")))?;
+        Ok(out)
     }
 }
 
-fn compile_for(arch: &str) -> Result<Vec<(&'static str, Ptx)>> {
-    compile_kernels(arch)
+/// `(start, end)` of each chunk of at most `chunk` of `n` items, in order.
+fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..n)
+        .step_by(chunk.max(1))
+        .map(move |start| (start, (start + chunk).min(n)))
 }
 
 /// Images per chunk of at most `budget` bytes, `bytes_per_image` each (at least one).
@@ -528,6 +538,11 @@ fn as_f32_mut(v: &mut [Complex<f32>]) -> &mut [f32] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f32>(), v.len() * 2) }
 }
 
+fn as_float2_mut(v: &mut [Complex<f32>]) -> &mut [Float2] {
+    // SAFETY: cuFFT's float2 is repr(C) {x, y: f32}, the layout of Complex<f32>.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<Float2>(), v.len()) }
+}
+
 fn as_f64_mut(v: &mut [Complex<f64>]) -> &mut [f64] {
     // SAFETY: Complex<f64> is repr(C) with two f64 fields.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f64>(), v.len() * 2) }
@@ -576,8 +591,7 @@ impl CudaBackend {
         let _st = self.lock();
         let mut dacc = self.upload(acc)?;
         let chunk = self.chunk_images(d2 * comps * 4);
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
+        for (start, end) in chunk_ranges(n, chunk) {
             let dvals = self.upload(&vals[start * d2 * comps..end * d2 * comps])?;
             let drot = self.upload(&flat_rotations(&rotations[start..end]))?;
             let (m, d, nv) = (
@@ -634,8 +648,7 @@ impl Backend for CudaBackend {
         let dvol = self.upload(as_f32(volume))?;
         let chunk = self.chunk_images(d2 * 8);
         let out = as_f32_mut(out);
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
+        for (start, end) in chunk_ranges(n, chunk) {
             let drot = self.upload(&flat_rotations(&rotations[start..end]))?;
             let mut dout = self.zeros::<f32>((end - start) * d2 * 2)?;
             let (m, d, nv, code) = (
@@ -700,11 +713,8 @@ impl Backend for CudaBackend {
 
     fn ctf(&self, params: &[CtfParams], d: usize, voxel_size: f64, out: &mut [f32]) -> Result<()> {
         check_images(out.len(), params.len(), d, "CTF output")?;
-        if !(voxel_size.is_finite() && voxel_size > 0.0) {
-            return Err(Error::invalid(format!(
-                "CTF grid: the pixel size must be positive, got {voxel_size} Å"
-            )));
-        }
+        // The CPU evaluator's checks of the grid (side, pixel size), for the same messages.
+        CtfEvaluator::new(d, voxel_size)?;
         let n = params.len();
         if n == 0 {
             return Ok(());
@@ -713,8 +723,7 @@ impl Backend for CudaBackend {
         let inv = 1.0 / (d as f64 * voxel_size);
         let _st = self.lock();
         let chunk = self.chunk_images(d2 * 4);
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
+        for (start, end) in chunk_ranges(n, chunk) {
             let consts: Vec<f64> = params[start..end].iter().flat_map(ctf_constants).collect();
             let dc = self.upload(&consts)?;
             let mut dout = self.zeros::<f32>((end - start) * d2)?;
@@ -734,68 +743,37 @@ impl Backend for CudaBackend {
         shifts_px: &[[f32; 2]],
         out: &mut [Complex<f32>],
     ) -> Result<()> {
-        let n = shifts_px.len();
-        check_images(images.len(), n, d, "images")?;
-        check_images(out.len(), n, d, "spectra output")?;
+        check_to_spectra(images.len(), d, shifts_px, out.len())?;
         check_even(d, "images_to_spectra")?;
-        if let Some((i, _)) = shifts_px
-            .iter()
-            .enumerate()
-            .find(|(_, s)| !s[0].is_finite() || !s[1].is_finite())
-        {
-            return Err(Error::invalid(format!("shift {i} is not finite")));
-        }
+        let n = shifts_px.len();
         if n == 0 {
             return Ok(());
         }
         let d2 = d * d;
-        let out = as_f32_mut(out);
         let mut st = self.lock();
         let chunk = self.chunk_images(d2 * 12);
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
+        for (start, end) in chunk_ranges(n, chunk) {
             let m = end - start;
             let total = (m * d2) as i64;
             let di = d as i32;
             let dimg = self.upload(&images[start * d2..end * d2])?;
             let shifts: Vec<f32> = shifts_px[start..end].iter().flatten().copied().collect();
             let dshift = self.upload(&shifts)?;
-            let mut buf = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
+            let mut buf = self.zeros::<Float2>(m * d2)?;
             let mut b = self.kernel("rcv_modulate_real")?;
             b.arg(&dimg).arg(&mut buf).arg(&total).arg(&di);
             self.run(b, "rcv_modulate_real", m * d2)?;
-            self.with_plan(&mut st, d, m, |plan| {
-                let mut dst = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
-                plan.exec_c2c(&mut buf, &mut dst, FftDirection::Forward)
-                    .map_err(|e| Error::device(format!("cuFFT forward: {e}")))?;
-                buf = dst;
-                Ok(())
-            })?;
+            let mut spec = self.fft(&mut st, d, m, &mut buf, FftDirection::Forward)?;
             let mut b = self.kernel("rcv_demodulate_shift")?;
-            b.arg(&mut buf).arg(&dshift).arg(&total).arg(&di);
+            b.arg(&mut spec).arg(&dshift).arg(&total).arg(&di);
             self.run(b, "rcv_demodulate_shift", m * d2)?;
-            let mut host = vec![cudarc::cufft::sys::float2 { x: 0.0, y: 0.0 }; m * d2];
-            self.download(&buf, &mut host)?;
-            for (o, v) in out[start * d2 * 2..end * d2 * 2]
-                .chunks_exact_mut(2)
-                .zip(&host)
-            {
-                o[0] = v.x;
-                o[1] = v.y;
-            }
+            self.download(&spec, as_float2_mut(&mut out[start * d2..end * d2]))?;
         }
         Ok(())
     }
 
     fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()> {
-        if d == 0 || !spectra.len().is_multiple_of(d * d) {
-            return Err(Error::invalid(format!(
-                "spectra: {} values is not a whole number of {d}×{d} images",
-                spectra.len()
-            )));
-        }
-        let n = spectra.len() / (d * d);
-        check_images(out.len(), n, d, "image output")?;
+        let n = check_to_images(spectra.len(), d, out.len())?;
         check_even(d, "spectra_to_images")?;
         if n == 0 {
             return Ok(());
@@ -804,26 +782,19 @@ impl Backend for CudaBackend {
         let spectra = as_f32(spectra);
         let mut st = self.lock();
         let chunk = self.chunk_images(d2 * 20);
-        for start in (0..n).step_by(chunk) {
-            let end = (start + chunk).min(n);
+        for (start, end) in chunk_ranges(n, chunk) {
             let m = end - start;
             let total = (m * d2) as i64;
             let di = d as i32;
             let dspec = self.upload(&spectra[start * d2 * 2..end * d2 * 2])?;
-            let mut buf = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
+            let mut buf = self.zeros::<Float2>(m * d2)?;
             let mut b = self.kernel("rcv_modulate_complex")?;
             b.arg(&dspec).arg(&mut buf).arg(&total).arg(&di);
             self.run(b, "rcv_modulate_complex", m * d2)?;
-            self.with_plan(&mut st, d, m, |plan| {
-                let mut dst = self.zeros::<cudarc::cufft::sys::float2>(m * d2)?;
-                plan.exec_c2c(&mut buf, &mut dst, FftDirection::Inverse)
-                    .map_err(|e| Error::device(format!("cuFFT inverse: {e}")))?;
-                buf = dst;
-                Ok(())
-            })?;
+            let data = self.fft(&mut st, d, m, &mut buf, FftDirection::Inverse)?;
             let mut dout = self.zeros::<f32>(m * d2)?;
             let mut b = self.kernel("rcv_demodulate_real")?;
-            b.arg(&buf).arg(&mut dout).arg(&total).arg(&di);
+            b.arg(&data).arg(&mut dout).arg(&total).arg(&di);
             self.run(b, "rcv_demodulate_real", m * d2)?;
             self.download(&dout, &mut out[start * d2..end * d2])?;
         }
@@ -856,6 +827,9 @@ mod tests {
         );
         assert_eq!(chunk_images(budget, 0), 1 << 20);
         assert_eq!(chunk_images(1000, 300), 3);
+        let r: Vec<_> = chunk_ranges(7, 3).collect();
+        assert_eq!(r, [(0, 3), (3, 6), (6, 7)]);
+        assert_eq!(chunk_ranges(0, 3).count(), 0);
     }
 
     #[test]

@@ -145,3 +145,37 @@ pub(crate) fn check_images(len: usize, n: usize, d: usize, what: &str) -> Result
     }
     Ok(())
 }
+
+/// The arguments of [`Backend::images_to_spectra`]: `images` and `out` hold one `d × d`
+/// image per shift, and every shift is finite.
+pub(crate) fn check_to_spectra(
+    images: usize,
+    d: usize,
+    shifts_px: &[[f32; 2]],
+    out: usize,
+) -> Result<()> {
+    let n = shifts_px.len();
+    check_images(images, n, d, "images")?;
+    check_images(out, n, d, "spectra output")?;
+    if let Some((i, _)) = shifts_px
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !s[0].is_finite() || !s[1].is_finite())
+    {
+        return Err(Error::invalid(format!("shift {i} is not finite")));
+    }
+    Ok(())
+}
+
+/// The arguments of [`Backend::spectra_to_images`]: `spectra` holds whole `d × d` images
+/// and `out` as many; returns their number.
+pub(crate) fn check_to_images(spectra: usize, d: usize, out: usize) -> Result<usize> {
+    if d == 0 || !spectra.is_multiple_of(d * d) {
+        return Err(Error::invalid(format!(
+            "spectra: {spectra} values is not a whole number of {d}×{d} images"
+        )));
+    }
+    let n = spectra / (d * d);
+    check_images(out, n, d, "image output")?;
+    Ok(n)
+}
