@@ -7,6 +7,8 @@
 # RECOVAR_TEST_PYTHON (or python3) can import them, and print "skipped: ..." otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A one-shot run gains nothing from incremental compilation, whose caches took tens of GB.
+export CARGO_INCREMENTAL=0
 
 echo "== tools: cmake"
 tests/tools/ensure_cmake.sh
