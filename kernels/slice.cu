@@ -111,32 +111,6 @@ extern "C" __global__ void rcv_slice(const float2* vol, const float* rots, float
     }
 }
 
-// The weight with which the stencil at grid coordinate g touches coordinate `target` along
-// one axis (0 when it does not). `target` is the voxel coordinate, shifted by a multiple of
-// Nv for the periodic cubic stencil. Same floor/fraction/weights as the CPU scatter.
-__device__ __forceinline__ bool rcv_axis_weight(int interp, float g, int target, float* w) {
-    if (interp == RCV_NEAREST) {
-        *w = 1.0f;
-        return (int)rintf(g) == target;
-    }
-    float f = floorf(g);
-    int b = (int)f;
-    float t = g - f;
-    if (interp == RCV_TRILINEAR) {
-        // For a voxel inside the grid this also keeps the base in [-1, n), the CPU's whole-
-        // stencil test, so that test needs no repeating here.
-        if (b == target) { *w = 1.0f - t; return true; }
-        if (b + 1 == target) { *w = t; return true; }
-        return false;
-    }
-    int j = target - (b - 1);
-    if (j < 0 || j > 3) return false;
-    float ws[4];
-    rcv_bspline(t, ws);
-    *w = ws[j];
-    return true;
-}
-
 // acc[v] += sum_i P(R_i)^T values_i, gathered per voxel: each thread owns one voxel and adds
 // its contributions image by image, then pixel by pixel (row-major), straight into the
 // accumulator it read. No atomics, so the sums are the same bits on every run and for every

@@ -10,6 +10,8 @@
 //!   the GPU's own results are the same bits on every run and for every chunk size;
 //! - CTF: 1e-6 (the same f64 formula; GPU sin/cos may differ in the last bit);
 //! - images ↔ spectra: 1e-5 (cuFFT vs rustfft, both f32);
+//! - covariance-column accumulators: H and, without image masks, B the CPU's bits; B with
+//!   masks 1e-5 (the noise term's transforms, cuFFT vs rustfft);
 //! - pipeline (mean, eigenvalues, embeddings): stated at the test.
 #![cfg(feature = "cuda")]
 
@@ -18,7 +20,7 @@ mod cuda_common;
 use cuda_common::*;
 use num_complex::Complex;
 use recovar_core::backend::cuda::{libraries_present, CudaBackend};
-use recovar_core::backend::{Backend, CpuBackend};
+use recovar_core::backend::{Backend, ColumnBatch, CpuBackend};
 use recovar_core::forward::cubic::prefilter;
 use recovar_core::forward::SliceGeometry;
 use recovar_core::rng::Rng;
@@ -266,5 +268,78 @@ fn pipeline_on_the_gpu_matches_the_cpu() {
             e <= 1e-2,
             "embedding coordinate {k}: relative error {e:.2e}"
         );
+    }
+}
+
+#[test]
+fn column_accumulation_matches_the_cpu() {
+    let Some(gpu) = gpu("column_accumulation_matches_the_cpu") else {
+        return;
+    };
+    let (d, m) = (32usize, 40usize);
+    let freqs: Vec<[i32; 3]> = vec![[1, 0, 0], [2, -1, 1], [0, 3, -2], [4, 2, 5], [7, -3, 0]];
+    let mut rng = Rng::new(31);
+    let sigma2: Vec<f32> = (0..d * d)
+        .map(|_| rng.uniform_in(0.5, 2.0) as f32)
+        .collect();
+    let cpu = CpuBackend::new();
+    // A chunk budget of a few images' worth makes the GPU cut images and group columns.
+    let small = CudaBackend::new(0)
+        .unwrap()
+        .with_chunk_bytes(5 * d * d * 32);
+    for masked in [false, true] {
+        let rots = rotations(&mut rng, m);
+        let cr = complex(&mut rng, m * d * d);
+        let ctf = real(&mut rng, m * d * d);
+        let masks: Vec<f32> = if masked {
+            (0..m * d * d)
+                .map(|_| rng.uniform_in(0.0, 1.0) as f32)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let batch = ColumnBatch {
+            rotations: &rots,
+            cr: &cr,
+            ctf: &ctf,
+            masks: &masks,
+        };
+        let run = |be: &dyn Backend| {
+            let mut acc = be.column_accumulator(d, &sigma2, freqs.len()).unwrap();
+            acc.start(&freqs).unwrap();
+            let mut hits = acc.add(0, &batch).unwrap();
+            hits += acc.add(1, &batch).unwrap();
+            hits += acc.add(1, &batch).unwrap();
+            (hits, acc.sums().unwrap().to_vec())
+        };
+        let (want_hits, want) = run(&cpu);
+        for (name, be) in [("gpu", &gpu), ("gpu, small chunks", &small)] {
+            let (hits, got) = run(be);
+            assert_eq!(hits, want_hits, "{name}: reached pairs");
+            for (j, (g, w)) in got.iter().zip(&want).enumerate() {
+                for hf in 0..2 {
+                    assert_eq!(g.h[hf], w.h[hf], "{name} masked {masked}: H of column {j}");
+                    if masked {
+                        let e = rel_err(c64(&g.b[hf]), c64(&w.b[hf]));
+                        assert!(e <= 1e-5, "{name}: B of column {j}: relative error {e:.2e}");
+                    } else {
+                        assert_eq!(g.b[hf], w.b[hf], "{name}: B of column {j}");
+                    }
+                }
+            }
+        }
+        // Reproducible: without masks the same bits for every chunk size; with masks the
+        // noise transforms run in cuFFT batches of other sizes, which may round differently.
+        let (a, b) = (run(&gpu).1, run(&small).1);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!(x.h, y.h, "masked {masked}: chunking changed H");
+            if masked {
+                for hf in 0..2 {
+                    assert!(rel_err(c64(&x.b[hf]), c64(&y.b[hf])) <= 1e-6);
+                }
+            } else {
+                assert_eq!(x.b, y.b, "chunking changed B");
+            }
+        }
     }
 }

@@ -19,7 +19,8 @@ use std::sync::OnceLock;
 
 use cuda_common::*;
 use num_complex::Complex;
-use recovar_core::backend::{Backend, CpuBackend};
+use recovar_core::backend::columns::kernel_reach;
+use recovar_core::backend::{Backend, ColumnBatch, CpuBackend};
 use recovar_core::forward::ctf::ctf_constants;
 use recovar_core::forward::cubic::prefilter;
 use recovar_core::forward::{Interp, SliceGeometry};
@@ -265,4 +266,130 @@ fn images_to_spectra_and_back_match_the_cpu() {
     ));
     let e = rel_err(r32(&igot), r32(&iwant));
     assert!(e <= 2e-6, "spectra_to_images: relative error {e:.2e}");
+}
+
+/// Inputs of a column-accumulation case: `m` images of side `d`.
+struct ColumnCase {
+    rots: Vec<[f32; 9]>,
+    cr: Vec<Complex<f32>>,
+    ctf: Vec<f32>,
+    masks: Vec<f32>,
+}
+
+fn column_case(rng: &mut Rng, m: usize, d: usize, masked: bool) -> ColumnCase {
+    let npix = m * d * d;
+    ColumnCase {
+        rots: rotations(rng, m),
+        cr: complex(rng, npix),
+        ctf: real(rng, npix),
+        masks: if masked {
+            (0..npix).map(|_| rng.uniform_in(0.0, 1.0) as f32).collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+impl ColumnCase {
+    fn batch(&self) -> ColumnBatch<'_> {
+        ColumnBatch {
+            rotations: &self.rots,
+            cr: &self.cr,
+            ctf: &self.ctf,
+            masks: &self.masks,
+        }
+    }
+}
+
+/// The column kernels (patch sums, masked noise transforms, gather backprojection) against
+/// the CPU reference accumulator: a first batch on the CPU, then a second batch on both,
+/// onto the accumulators the first left. Without masks the sums are the same bits; with
+/// masks `H` still is, and `B` differs by the transforms' rounding (naive f64 DFT here,
+/// rustfft in f32 on the CPU).
+#[test]
+fn column_accumulation_is_the_cpu_accumulation() {
+    let (d, m) = (16usize, 12usize);
+    let n3 = d * d * d;
+    let freqs: Vec<[i32; 3]> = vec![[1, 0, 0], [2, -1, 1], [0, 3, -2], [4, 2, 5]];
+    let ncol = freqs.len();
+    let cpu = CpuBackend::new();
+    let geom = SliceGeometry::new(d, d).unwrap();
+    let (clip, r2) = match geom.max_radius {
+        Some(r) => (1, r * r),
+        None => (0, 0.0f32),
+    };
+    for (masked, group) in [(false, ncol), (true, ncol), (true, 1), (true, 3)] {
+        let mut rng = Rng::new(21 + group as u64);
+        let sigma2: Vec<f32> = (0..d * d)
+            .map(|_| rng.uniform_in(0.5, 2.0) as f32)
+            .collect();
+        let first = column_case(&mut rng, m, d, masked);
+        let second = column_case(&mut rng, m, d, masked);
+        let half = 1usize;
+        let mut acc = cpu.column_accumulator(d, &sigma2, ncol).unwrap();
+        acc.start(&freqs).unwrap();
+        acc.add(half, &first.batch()).unwrap();
+        let before = acc.sums().unwrap().to_vec();
+        let hits = acc.add(half, &second.batch()).unwrap();
+        let want = acc.sums().unwrap().to_vec();
+        assert!(hits > ncol && hits < ncol * m, "hits {hits}");
+
+        // The device layout: per column, per half, N³ (H) and 2·N³ (B) f64.
+        let mut h0 = Vec::with_capacity(ncol * 2 * n3);
+        let mut b0 = Vec::with_capacity(ncol * 4 * n3);
+        for s in &before {
+            for hf in 0..2 {
+                h0.extend_from_slice(&s.h[hf]);
+                b0.extend(s.b[hf].iter().flat_map(|c| [c.re, c.im]));
+            }
+        }
+        let xis: Vec<i32> = freqs.iter().flatten().copied().collect();
+        let flat_rots: Vec<f32> = second.rots.iter().flatten().copied().collect();
+        let mut inputs = vec![
+            ("cr.bin", bytes(&second.cr)),
+            ("ctf.bin", bytes(&second.ctf)),
+            ("rots.bin", bytes(&flat_rots)),
+            ("xis.bin", bytes(&xis)),
+            ("sigma2.bin", bytes(&sigma2)),
+            ("h.bin", bytes(&h0)),
+            ("b.bin", bytes(&b0)),
+        ];
+        if masked {
+            inputs.push(("masks.bin", bytes(&second.masks)));
+        }
+        let out: Vec<f64> = from_bytes(&run(
+            "columns",
+            &format!(
+                "{m} {d} {ncol} {half} {} {group} {:?} {clip} {r2:?}",
+                masked as i32,
+                kernel_reach()
+            ),
+            &inputs,
+        ));
+        assert_eq!(out.len(), 1 + ncol * 6 * n3);
+        assert_eq!(out[0] as usize, hits, "reached pairs");
+        let (h, b) = out[1..].split_at(ncol * 2 * n3);
+        for (j, s) in want.iter().enumerate() {
+            for hf in 0..2 {
+                let at = (j * 2 + hf) * n3;
+                let gh = &h[at..at + n3];
+                let gb: Vec<Complex<f64>> = b[2 * at..2 * (at + n3)]
+                    .chunks_exact(2)
+                    .map(|c| Complex::new(c[0], c[1]))
+                    .collect();
+                let what = format!("masked {masked}, group {group}, column {j}, half {hf}");
+                let bad_h = gh.iter().zip(&s.h[hf]).filter(|(a, b)| a != b).count();
+                assert_eq!(bad_h, 0, "{what}: {bad_h} voxels of H differ");
+                if masked {
+                    let e = rel_err(c64(&gb), c64(&s.b[hf]));
+                    assert!(e <= 1e-6, "{what}: B relative error {e:.2e}");
+                } else {
+                    let bad_b = gb.iter().zip(&s.b[hf]).filter(|(a, b)| a != b).count();
+                    assert_eq!(bad_b, 0, "{what}: {bad_b} voxels of B differ");
+                }
+            }
+            // The second batch moved the column (the comparison is not of a sum with itself).
+            assert!(rel_err(c64(&s.b[half]), c64(&before[j].b[half])) > 1e-3);
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use num_complex::Complex;
 
+use super::columns::{ColumnAccumulator, CpuColumns};
 use super::{check_images, check_to_images, check_to_spectra, Backend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
@@ -73,7 +74,7 @@ impl CpuBackend {
             .clone()
     }
 
-    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+    pub(crate) fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
             Some(p) => p.install(f),
             None => f(),
@@ -147,5 +148,14 @@ impl Backend for CpuBackend {
         let plan = self.plan(d);
         self.run(|| fft2_inverse_batch(&plan, spectra, out));
         Ok(())
+    }
+
+    fn column_accumulator(
+        &self,
+        d: usize,
+        noise: &[f32],
+        max_columns: usize,
+    ) -> Result<Box<dyn ColumnAccumulator + '_>> {
+        Ok(Box::new(CpuColumns::new(self, d, noise, max_columns)?))
     }
 }

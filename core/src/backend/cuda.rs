@@ -32,6 +32,8 @@ use cudarc::driver::{
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 use num_complex::Complex;
 
+use super::columns::ColumnAccumulator;
+use super::cuda_columns::CudaColumns;
 use super::{check_images, check_to_images, check_to_spectra, Backend, CpuBackend};
 use crate::dataset::CtfParams;
 use crate::error::{Error, Result};
@@ -52,6 +54,16 @@ pub const KERNEL_SOURCES: &[(&str, &str, &[&str])] = &[
             "rcv_slice",
             "rcv_backproject_complex",
             "rcv_backproject_real",
+        ],
+    ),
+    (
+        "columns.cu",
+        include_str!("../../../kernels/columns.cu"),
+        &[
+            "rcv_column_patch",
+            "rcv_column_kappa",
+            "rcv_column_scale",
+            "rcv_column_backproject",
         ],
     ),
     (
@@ -184,7 +196,7 @@ impl Kernels {
 }
 
 /// Device state used under the call lock.
-struct State {
+pub(super) struct State {
     /// cuFFT plans by (image side, batch).
     plans: HashMap<(usize, usize), CudaFft>,
 }
@@ -207,7 +219,7 @@ impl std::fmt::Debug for CudaBackend {
     }
 }
 
-fn drv<T>(what: &str, r: std::result::Result<T, impl std::fmt::Display>) -> Result<T> {
+pub(super) fn drv<T>(what: &str, r: std::result::Result<T, impl std::fmt::Display>) -> Result<T> {
     r.map_err(|e| Error::device(format!("CUDA {what}: {e}")))
 }
 
@@ -359,7 +371,34 @@ impl CudaBackend {
         let mut b = a.clone();
         self.spectra_to_images(&images, d, &mut a)?;
         cpu.spectra_to_images(&images, d, &mut b)?;
-        check("spectra to images", &w32(&a), &w32(&b), 1e-5)
+        check("spectra to images", &w32(&a), &w32(&b), 1e-5)?;
+        // Covariance columns, with image masks (exercises every column kernel and cuFFT).
+        let sigma2: Vec<f32> = (0..d * d).map(|i| 1.0 + (i % 7) as f32 * 0.1).collect();
+        let masks: Vec<f32> = (0..n * d * d).map(|i| (i % 5) as f32 * 0.25).collect();
+        let batch = super::ColumnBatch {
+            rotations: &rots,
+            cr: &images,
+            ctf: &real,
+            masks: &masks,
+        };
+        let freqs = [[1, 0, 0], [2, -1, 1], [0, 3, -2]];
+        let sums = |be: &dyn Backend| -> Result<Vec<f64>> {
+            let mut acc = be.column_accumulator(d, &sigma2, freqs.len())?;
+            acc.start(&freqs)?;
+            acc.add(1, &batch)?;
+            Ok(acc
+                .sums()?
+                .iter()
+                .flat_map(|s| {
+                    s.h[1]
+                        .iter()
+                        .copied()
+                        .chain(s.b[1].iter().flat_map(|c| [c.re, c.im]))
+                        .collect::<Vec<_>>()
+                })
+                .collect())
+        };
+        check("covariance columns", &sums(self)?, &sums(&cpu)?, 1e-5)
     }
 
     /// The same backend cutting calls into chunks of at most `bytes` of image buffers
@@ -370,8 +409,25 @@ impl CudaBackend {
     }
 
     /// Images per chunk for `bytes_per_image` of device buffers per image.
-    fn chunk_images(&self, bytes_per_image: usize) -> usize {
+    pub(super) fn chunk_images(&self, bytes_per_image: usize) -> usize {
         chunk_images(self.chunk_bytes, bytes_per_image)
+    }
+
+    /// Device memory for the image buffers of one chunk.
+    pub(super) fn chunk_bytes(&self) -> usize {
+        self.chunk_bytes
+    }
+
+    /// (free, total) device memory now.
+    pub(super) fn context_memory(&self) -> std::result::Result<(usize, usize), String> {
+        self.stream
+            .context()
+            .mem_get_info()
+            .map_err(|e| e.to_string())
+    }
+
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
     }
 
     /// "cuda:0 (NVIDIA H100 80GB HBM3, compute 9.0, 79.1 GiB)".
@@ -379,18 +435,18 @@ impl CudaBackend {
         self.description.clone()
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A launch of kernel `name`; push its arguments, then [`CudaBackend::run`].
-    fn kernel(&self, name: &str) -> Result<LaunchArgs<'_>> {
+    pub(super) fn kernel(&self, name: &str) -> Result<LaunchArgs<'_>> {
         Ok(self.stream.launch_builder(self.kernels.get(name)?))
     }
 
     /// Launches `b` over `total` elements (the kernels loop grid-stride, so any grid
     /// covers them).
-    fn run(&self, mut b: LaunchArgs<'_>, name: &str, total: usize) -> Result<()> {
+    pub(super) fn run(&self, mut b: LaunchArgs<'_>, name: &str, total: usize) -> Result<()> {
         if total == 0 {
             return Ok(());
         }
@@ -408,13 +464,13 @@ impl CudaBackend {
             .map_err(|e| Error::device(format!("{}: kernel {name} failed: {e}", self.name)))
     }
 
-    fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
+    pub(super) fn upload<T: cudarc::driver::DeviceRepr>(&self, data: &[T]) -> Result<CudaSlice<T>> {
         drv("upload", self.stream.clone_htod(data))
     }
 
-    fn download<T: cudarc::driver::DeviceRepr>(
+    pub(super) fn download<T: cudarc::driver::DeviceRepr, S: cudarc::driver::DevicePtr<T>>(
         &self,
-        src: &CudaSlice<T>,
+        src: &S,
         out: &mut [T],
     ) -> Result<()> {
         drv("download", self.stream.memcpy_dtoh(src, out))?;
@@ -422,7 +478,7 @@ impl CudaBackend {
         drv("synchronize", self.stream.synchronize())
     }
 
-    fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
+    pub(super) fn zeros<T: cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits>(
         &self,
         n: usize,
     ) -> Result<CudaSlice<T>> {
@@ -435,7 +491,7 @@ impl CudaBackend {
     /// The unnormalised 2-D C2C transform of the `batch` images of side `d` in `input`
     /// (sign −1 forward, +1 inverse, as numpy's), into a new buffer. Plans are made once per
     /// (side, batch) and kept (at most 8).
-    fn fft(
+    pub(super) fn fft(
         &self,
         st: &mut State,
         d: usize,
@@ -475,7 +531,7 @@ impl CudaBackend {
 }
 
 /// `(start, end)` of each chunk of at most `chunk` of `n` items, in order.
-fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(super) fn chunk_ranges(n: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..n)
         .step_by(chunk.max(1))
         .map(move |start| (start, (start + chunk).min(n)))
@@ -487,7 +543,7 @@ fn chunk_images(budget: usize, bytes_per_image: usize) -> usize {
 }
 
 /// `RRᵀ = I` to [`ORTHONORMAL_TOL`] for each rotation (the gather's window assumes it).
-fn check_orthonormal(rotations: &[[f32; 9]]) -> Result<()> {
+pub(super) fn check_orthonormal(rotations: &[[f32; 9]]) -> Result<()> {
     for (i, r) in rotations.iter().enumerate() {
         let mut worst = 0.0f32;
         for a in 0..3 {
@@ -516,19 +572,19 @@ fn interp_code(interp: Interp) -> i32 {
 }
 
 /// (clip flag, r²) as the kernels take them.
-fn clip_args(geom: &SliceGeometry) -> (i32, f32) {
+pub(super) fn clip_args(geom: &SliceGeometry) -> (i32, f32) {
     match geom.max_radius {
         Some(r) => (1, r * r),
         None => (0, 0.0),
     }
 }
 
-fn flat_rotations(rotations: &[[f32; 9]]) -> Vec<f32> {
+pub(super) fn flat_rotations(rotations: &[[f32; 9]]) -> Vec<f32> {
     rotations.iter().flatten().copied().collect()
 }
 
 /// `Complex<f32>` is `repr(C)` (re, im): the same bytes as two f32, as the kernels' float2.
-fn as_f32(v: &[Complex<f32>]) -> &[f32] {
+pub(super) fn as_f32(v: &[Complex<f32>]) -> &[f32] {
     // SAFETY: Complex<f32> is repr(C) with two f32 fields; length doubles, alignment holds.
     unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<f32>(), v.len() * 2) }
 }
@@ -543,7 +599,7 @@ fn as_float2_mut(v: &mut [Complex<f32>]) -> &mut [Float2] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<Float2>(), v.len()) }
 }
 
-fn as_f64_mut(v: &mut [Complex<f64>]) -> &mut [f64] {
+pub(super) fn as_f64_mut(v: &mut [Complex<f64>]) -> &mut [f64] {
     // SAFETY: Complex<f64> is repr(C) with two f64 fields.
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<f64>(), v.len() * 2) }
 }
@@ -799,6 +855,15 @@ impl Backend for CudaBackend {
             self.download(&dout, &mut out[start * d2..end * d2])?;
         }
         Ok(())
+    }
+
+    fn column_accumulator(
+        &self,
+        d: usize,
+        noise: &[f32],
+        max_columns: usize,
+    ) -> Result<Box<dyn ColumnAccumulator + '_>> {
+        Ok(Box::new(CudaColumns::new(self, d, noise, max_columns)?))
     }
 }
 

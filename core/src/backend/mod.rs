@@ -13,11 +13,15 @@
 //! [`crate::forward::slice`](mod@crate::forward::slice)). Tests compare other backends
 //! against [`CpuBackend`].
 
+pub mod columns;
 mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+#[cfg(feature = "cuda")]
+mod cuda_columns;
 mod device;
 
+pub use columns::{ColumnAccumulator, ColumnBatch, ColumnSums};
 pub use cpu::CpuBackend;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaBackend;
@@ -85,6 +89,17 @@ pub trait Backend: Send + Sync {
 
     /// Centered spectra (`n × D²`) to real images (the real part of the inverse DFT).
     fn spectra_to_images(&self, spectra: &[Complex<f32>], d: usize, out: &mut [f32]) -> Result<()>;
+
+    /// An accumulator of covariance columns (algorithms.md §5.4, [`columns`]) for images of
+    /// side `d` with the radial noise image `noise` (`σ²(p)`, `d × d`), holding at most
+    /// `max_columns` columns per pass (fewer when the device cannot hold them: its
+    /// [`ColumnAccumulator::capacity`] says; the results never depend on it).
+    fn column_accumulator(
+        &self,
+        d: usize,
+        noise: &[f32],
+        max_columns: usize,
+    ) -> Result<Box<dyn ColumnAccumulator + '_>>;
 }
 
 /// One batch of a dataset's images in the form the model compares with projections: the

@@ -13,6 +13,7 @@
 #include "../../../kernels/common.cuh"
 #include "../../../kernels/slice.cu"
 #include "../../../kernels/image.cu"
+#include "../../../kernels/columns.cu"
 
 template <typename T>
 static std::vector<T> load(const std::string& path, size_t n) {
@@ -116,6 +117,68 @@ int main(int argc, char** argv) {
         dft2(buf, n, d, +1);
         std::vector<float> out((size_t)total);
         rcv_demodulate_real(buf.data(), out.data(), total, d);
+        save(dir + "out.bin", out);
+    } else if (op == "columns") {
+        // The host steps of CudaColumns::add (core/src/backend/cuda_columns.rs) around the
+        // kernels, with the naive DFT for cuFFT; columns in groups of `group` (masked case).
+        int m, d, ncol, half, masked, group, clip;
+        double reach;
+        float r2;
+        args >> m >> d >> ncol >> half >> masked >> group >> reach >> clip >> r2;
+        size_t d2 = (size_t)d * d, n3 = d2 * d, pix = (size_t)m * d2;
+        auto cr = load<float>(dir + "cr.bin", pix * 2);
+        auto ctf = load<float>(dir + "ctf.bin", pix);
+        auto rots = load<float>(dir + "rots.bin", (size_t)m * 9);
+        auto xis = load<int>(dir + "xis.bin", (size_t)ncol * 3);
+        auto sigma2 = load<float>(dir + "sigma2.bin", d2);
+        std::vector<float> masks = masked ? load<float>(dir + "masks.bin", pix) : std::vector<float>(1);
+        auto h = load<double>(dir + "h.bin", (size_t)ncol * 2 * n3);
+        auto b = load<double>(dir + "b.bin", (size_t)ncol * 4 * n3);
+        size_t pairs = (size_t)ncol * m;
+        std::vector<float> ec(2 * pairs), cc(pairs);
+        std::vector<int> hit(pairs);
+        rcv_column_patch(cr.data(), ctf.data(), rots.data(), xis.data(), ec.data(), cc.data(),
+                         hit.data(), m, ncol, d, reach);
+        std::vector<int> start(ncol + 1, 0), src;
+        for (int j = 0; j < ncol; j++) {
+            for (int i = 0; i < m; i++)
+                if (hit[(size_t)j * m + i]) src.push_back(j * m + i);
+            start[j + 1] = (int)src.size();
+        }
+        float2 none = make_float2(0.0f, 0.0f);
+        if (!masked) {
+            rcv_column_backproject(cr.data(), ctf.data(), rots.data(), sigma2.data(), xis.data(),
+                                   start.data(), src.data(), ec.data(), cc.data(), &none, 0,
+                                   h.data(), b.data(), 0, ncol, half, m, d, clip, r2, reach);
+        } else {
+            for (int j0 = 0; j0 < ncol; j0 += group) {
+                int j1 = std::min(ncol, j0 + group);
+                int l0 = start[j0], l1 = start[j1], nl = l1 - l0;
+                if (nl == 0) continue;
+                std::vector<int> list(src.begin() + l0, src.begin() + l1), img_of(nl);
+                for (int l = 0; l < nl; l++) img_of[l] = list[l] % m;
+                std::vector<float2> buf((size_t)nl * d2);
+                rcv_column_kappa(ctf.data(), rots.data(), xis.data(), list.data(), buf.data(), nl,
+                                 m, d, reach);
+                float inv = 1.0f / (float)d2;
+                dft2(buf, nl, d, +1);
+                rcv_column_scale(buf.data(), masks.data(), img_of.data(), 1, nl, d, inv);
+                dft2(buf, nl, d, -1);
+                rcv_column_scale(buf.data(), sigma2.data(), img_of.data(), 0, nl, d, 1.0f);
+                dft2(buf, nl, d, +1);
+                rcv_column_scale(buf.data(), masks.data(), img_of.data(), 1, nl, d, inv);
+                dft2(buf, nl, d, -1);
+                std::vector<int> gstart(start.begin() + j0, start.begin() + j1 + 1);
+                rcv_column_backproject(cr.data(), ctf.data(), rots.data(), sigma2.data(),
+                                       xis.data(), gstart.data(), src.data(), ec.data(), cc.data(),
+                                       buf.data(), 1, h.data(), b.data(), j0, j1 - j0, half, m,
+                                       d, clip, r2, reach);
+            }
+        }
+        std::vector<double> out;
+        out.push_back((double)src.size());
+        out.insert(out.end(), h.begin(), h.end());
+        out.insert(out.end(), b.begin(), b.end());
         save(dir + "out.bin", out);
     } else {
         std::fprintf(stderr, "unknown op %s\n", op.c_str());
